@@ -1,0 +1,1 @@
+"""berthd, the launcher of the embedded suite."""

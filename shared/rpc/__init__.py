@@ -1,0 +1,1 @@
+"""gRPC plumbing shared by every berth process: servers, channels, status codes."""
