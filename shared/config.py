@@ -345,5 +345,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_quote(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        return (
+            "{" + ", ".join(f"{_quote(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        )
     raise InvalidArgument(f"config: cannot write {value!r} as TOML")

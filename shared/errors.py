@@ -91,7 +91,7 @@ class Unauthenticated(BerthError):
     pass
 
 
-class NotImplemented(BerthError):  # noqa: A001 - containerd's errdefs name
+class NotImplemented(BerthError):
     pass
 
 

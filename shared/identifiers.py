@@ -23,9 +23,7 @@ def validate(value: str, *, what: str = "identifier") -> str:
             f"{what} {value[:MAX_LENGTH]!r}...: longer than {MAX_LENGTH} characters"
         )
     if not _IDENTIFIER.match(value):
-        raise InvalidArgument(
-            f"{what} {value!r}: must match [A-Za-z0-9]+([._-][A-Za-z0-9]+)*"
-        )
+        raise InvalidArgument(f"{what} {value!r}: must match [A-Za-z0-9]+([._-][A-Za-z0-9]+)*")
     return value
 
 

@@ -59,7 +59,9 @@ class TextFormatter(logging.Formatter):
         return f"{text} trace_id={fields['trace_id']}" if fields else text
 
 
-def setup(service: str, *, level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
+def setup(
+    service: str, *, level: str = "info", fmt: str = "json", stream: TextIO | None = None
+) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(service) if fmt == "json" else TextFormatter(service))
     root = logging.getLogger()

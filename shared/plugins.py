@@ -26,7 +26,13 @@ STREAMING = "io.containerd.streaming.v1"
 EVENT = "io.containerd.event.v1"
 INTERNAL = "io.containerd.internal.v1"
 
-_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
+_ARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "armv7l": "arm",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+}
 
 
 @dataclass(frozen=True)
@@ -54,12 +60,19 @@ class Plugin:
 
     def with_error(self, message: str) -> Plugin:
         return Plugin(
-            self.type, self.id, self.requires, self.platforms, self.exports,
-            self.capabilities, message,
+            self.type,
+            self.id,
+            self.requires,
+            self.platforms,
+            self.exports,
+            self.capabilities,
+            message,
         )
 
 
-def grpc_plugins(process: str, service_ids: tuple[str, ...], requires: tuple[str, ...] = ()) -> list[Plugin]:
+def grpc_plugins(
+    process: str, service_ids: tuple[str, ...], requires: tuple[str, ...] = ()
+) -> list[Plugin]:
     """The ``io.containerd.grpc.v1`` entries of a process's public services."""
     return [
         Plugin(GRPC, service_id, requires=requires, exports={"process": process})

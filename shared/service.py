@@ -52,7 +52,9 @@ class _Stop(Exception):
 class ServiceProcess:
     """What a service's ``setup`` gets: its config, its server, and owners for its loops."""
 
-    def __init__(self, name: str, config: berth_config.Config, task_group: asyncio.TaskGroup) -> None:
+    def __init__(
+        self, name: str, config: berth_config.Config, task_group: asyncio.TaskGroup
+    ) -> None:
         self.name = name
         self.config = config
         self.endpoint = config.endpoint(name)
@@ -65,7 +67,9 @@ class ServiceProcess:
         self._shutdown_hooks: list[Callable[[], Awaitable[None] | None]] = []
         self.serve_introspection = True
 
-    def add_grpc(self, service_name: str, register: Callable[[Any, Any], None], servicer: Any) -> None:
+    def add_grpc(
+        self, service_name: str, register: Callable[[Any, Any], None], servicer: Any
+    ) -> None:
         self.server.add(service_name, register, servicer)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str | None = None) -> None:

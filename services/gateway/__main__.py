@@ -6,6 +6,9 @@ these three services here and everything else to its owner.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from services.gateway.servicers import EventsServicer, JoinedIntrospection, VersionServicer
 from shared import plugins, topology
 from shared.api.containerd.services.events.v1 import events_pb2_grpc
 from shared.api.containerd.services.introspection.v1 import introspection_pb2_grpc
@@ -14,13 +17,15 @@ from shared.events.bus import EventBus
 from shared.events.envelope import load_event_types
 from shared.rpc.client import aio_channel
 from shared.service import INTROSPECTION, ServiceProcess, run
-from services.gateway.servicers import EventsServicer, JoinedIntrospection, VersionServicer
+
+if TYPE_CHECKING:
+    from shared.api.containerd.services.introspection.v1.introspection_pb2_grpc import (
+        IntrospectionAsyncStub,
+    )
 
 OWN_PLUGINS = [
     plugins.Plugin(plugins.EVENT, "exchange", exports={"bus": "nats"}),
-    *plugins.grpc_plugins(
-        topology.GATEWAY, ("version", "introspection", "events", "healthcheck")
-    ),
+    *plugins.grpc_plugins(topology.GATEWAY, ("version", "introspection", "events", "healthcheck")),
 ]
 
 
@@ -31,12 +36,12 @@ async def setup(svc: ServiceProcess) -> None:
     await bus.connect()
     svc.on_shutdown(bus.close)
 
-    backends = {}
+    backends: dict[str, IntrospectionAsyncStub] = {}
     for process in topology.PROCESSES:
         endpoint = config.services[process]
         if process != topology.GATEWAY and endpoint.enabled:
             channel = aio_channel(endpoint.address)
-            svc.on_shutdown(channel.close)
+            svc.on_shutdown(channel.close)  # type: ignore[arg-type]
             backends[process] = introspection_pb2_grpc.IntrospectionStub(channel)
 
     svc.serve_introspection = False

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import empty_pb2
@@ -25,13 +25,20 @@ from shared.events.envelope import matcher
 from shared.rpc import introspection
 from shared.version import revision, server_version
 
+if TYPE_CHECKING:
+    from shared.api.containerd.services.introspection.v1.introspection_pb2_grpc import (
+        IntrospectionAsyncStub,
+    )
+
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class VersionServicer(version_pb2_grpc.VersionServicer):
-    async def Version(self, request: empty_pb2.Empty, context: Context) -> version_pb2.VersionResponse:
+    async def Version(
+        self, request: empty_pb2.Empty, context: Context
+    ) -> version_pb2.VersionResponse:
         return version_pb2.VersionResponse(version=server_version(), revision=revision())
 
 
@@ -47,20 +54,24 @@ class JoinedIntrospection(introspection_pb2_grpc.IntrospectionServicer):
     def __init__(
         self,
         own: Sequence[plugins.Plugin],
-        backends: Mapping[str, introspection_pb2_grpc.IntrospectionStub],
+        backends: Mapping[str, IntrospectionAsyncStub],
         root: Path,
     ) -> None:
         self._own = list(own)
         self._backends = dict(backends)
         self._root = root
 
-    async def _ask(self, process: str, stub: introspection_pb2_grpc.IntrospectionStub) -> list[introspection_pb2.Plugin]:
+    async def _ask(
+        self, process: str, stub: IntrospectionAsyncStub
+    ) -> list[introspection_pb2.Plugin]:
         try:
             reply = await stub.Plugins(introspection_pb2.PluginsRequest(), timeout=self.ASK_TIMEOUT)
             return list(reply.plugins)
         except grpc.aio.AioRpcError as e:
             log.warning("introspection of %s failed: %s", process, e.details())
-            service_ids = tuple(s.rsplit(".", 1)[-1].lower() for s in topology.GRPC_SERVICES[process])
+            service_ids = tuple(
+                s.rsplit(".", 1)[-1].lower() for s in topology.GRPC_SERVICES[process]
+            )
             down = plugins.grpc_plugins(process, service_ids)
             message = f"berth {process} service is unavailable: {e.code().name}"
             return [introspection.plugin_to_proto(p.with_error(message)) for p in down]
@@ -72,9 +83,13 @@ class JoinedIntrospection(introspection_pb2_grpc.IntrospectionServicer):
         answers = await asyncio.gather(*(self._ask(n, s) for n, s in self._backends.items()))
         for answer in answers:
             joined.extend(answer)
-        return introspection_pb2.PluginsResponse(plugins=introspection.select(joined, request.filters))
+        return introspection_pb2.PluginsResponse(
+            plugins=introspection.select(joined, request.filters)
+        )
 
-    async def Server(self, request: empty_pb2.Empty, context: Context) -> introspection_pb2.ServerResponse:
+    async def Server(
+        self, request: empty_pb2.Empty, context: Context
+    ) -> introspection_pb2.ServerResponse:
         return introspection.server_response(self._root)
 
 
@@ -84,7 +99,9 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
     def __init__(self, bus: EventBus) -> None:
         self._bus = bus
 
-    async def Publish(self, request: events_pb2.PublishRequest, context: Context) -> empty_pb2.Empty:
+    async def Publish(
+        self, request: events_pb2.PublishRequest, context: Context
+    ) -> empty_pb2.Empty:
         namespace = request_context.require_namespace()
         identifiers.validate_topic(request.topic)
         if not request.event.type_url:
@@ -94,7 +111,9 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         await self._bus.publish_strict(envelope)
         return empty_pb2.Empty()
 
-    async def Forward(self, request: events_pb2.ForwardRequest, context: Context) -> empty_pb2.Empty:
+    async def Forward(
+        self, request: events_pb2.ForwardRequest, context: Context
+    ) -> empty_pb2.Empty:
         if not request.HasField("envelope"):
             raise InvalidArgument("envelope must not be empty")
         await self._bus.publish_strict(request.envelope)

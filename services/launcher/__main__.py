@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from services.launcher.app import Launcher
 from shared import config as berth_config
 from shared import logs
 from shared.errors import InvalidArgument
-from services.launcher.app import Launcher
 
 
 def main(argv: list[str] | None = None) -> int:

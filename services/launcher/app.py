@@ -26,9 +26,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.launcher.supervisor import Child, ChildSpec, HealthCheck
 from shared import config as berth_config
 from shared import topology
-from services.launcher.supervisor import Child, ChildSpec, HealthCheck
 
 log = logging.getLogger("berthd")
 
@@ -108,29 +108,57 @@ class Launcher:
         store = self.base_config.root / "nats"
         store.mkdir(parents=True, exist_ok=True)
         argv = [
-            nats_server_binary(), "-a", "127.0.0.1", "-p", str(port),
-            "-js", "-sd", str(store), "--server_name", "berth",
-        ]
-        spec = ChildSpec("nats-server", argv, tcp_check("127.0.0.1", port), stop_timeout=5.0)
+            nats_server_binary(),
+            "-a", "127.0.0.1",
+            "-p", str(port),
+            "-js",
+            "-sd", str(store),
+            "--server_name", "berth",
+            "-l", str(self.base_config.state / "nats-server.log"),
+        ]  # fmt: skip
+        spec = ChildSpec(
+            "nats-server",
+            argv,
+            tcp_check("127.0.0.1", port),
+            stop_timeout=5.0,
+            on_spawn=self._record_processes,
+        )
         return Child(spec), f"nats://127.0.0.1:{port}"
 
     def _service_child(self, name: str, config: berth_config.Config) -> Child:
         argv = [sys.executable, "-m", f"services.{name}", "--config", str(self.config_path)]
         env = _DATA_PATH_ENV if name in _DATA_PATH else {}
         health = grpc_health_check(config.services[name].address)
-        return Child(ChildSpec(name, argv, health, env=env))
+        return Child(ChildSpec(name, argv, health, env=env, on_spawn=self._record_processes))
 
     def _router_child(self, config: berth_config.Config) -> Child:
         argv = [sys.executable, "-m", "services.gateway.router", "--config", str(self.config_path)]
         # The router's health: the gateway's own services answer through the client socket.
         health = grpc_health_check(config.address)
-        return Child(ChildSpec("router", argv, health, stop_signal=signal.SIGQUIT, stop_timeout=5.0))
+        return Child(
+            ChildSpec(
+                "router",
+                argv,
+                health,
+                stop_signal=signal.SIGQUIT,
+                stop_timeout=5.0,
+                on_spawn=self._record_processes,
+            )
+        )
+
+    def _record_processes(self) -> None:
+        """Write ``<state>/processes.json``: which PID each child has now (for people and tests)."""
+        pids = {c.spec.name: c.pid for c in self.children if c.pid is not None}
+        path = self.base_config.state / "processes.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"berthd": os.getpid(), **pids}))
+        os.replace(tmp, path)
 
     async def run(self) -> int:
         config = self.base_config
         config.root.mkdir(parents=True, exist_ok=True)
         config.state.mkdir(parents=True, exist_ok=True)
-        with open(config.state / "berthd.lock", "a+") as lock:
+        with open(config.state / "berthd.lock", "a+") as lock:  # noqa: ASYNC230 - start-up
             try:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -143,8 +171,9 @@ class Launcher:
                 return await self._run_children()
             finally:
                 await self._stop_all()
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(config.state / "berthd.pid")
+                for name in ("berthd.pid", "processes.json"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(config.state / name)
 
     async def _run_children(self) -> int:
         processes = built_processes()

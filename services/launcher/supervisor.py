@@ -40,6 +40,7 @@ class ChildSpec:
     stop_signal: signal.Signals = signal.SIGTERM
     stop_timeout: float = 10.0
     start_timeout: float = 30.0
+    on_spawn: Callable[[], None] | None = None
 
 
 class Child:
@@ -56,6 +57,9 @@ class Child:
         self._stopping = False
         self._healthy = asyncio.Event()
 
+    def stopping(self) -> bool:
+        return self._stopping
+
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
@@ -71,6 +75,8 @@ class Child:
             preexec_fn=_die_with_parent,
         )
         log.info("started %s (pid %d)", self.spec.name, self.process.pid)
+        if self.spec.on_spawn is not None:
+            self.spec.on_spawn()
 
     async def wait_healthy(self) -> None:
         """Poll the health check until it passes; raise if the process dies or times out."""
@@ -94,26 +100,30 @@ class Child:
     async def supervise(self) -> None:
         """Restart the process whenever it exits, until :meth:`stop`."""
         backoff = self.MIN_BACKOFF
-        while not self._stopping:
+        while not self.stopping():
             process = self.process
             assert process is not None
             started = time.monotonic()
             code = await process.wait()
-            if self._stopping:
+            _reap_group(process.pid)
+            if self.stopping():
                 return
             if time.monotonic() - started > self.STABLE_AFTER:
                 backoff = self.MIN_BACKOFF
             log.warning(
                 "%s (pid %d) exited with %s; restarting in %.1fs",
-                self.spec.name, process.pid, _describe(code), backoff,
+                self.spec.name,
+                process.pid,
+                _describe(code),
+                backoff,
             )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.MAX_BACKOFF)
-            if self._stopping:
+            if self.stopping():
                 return
             self.restarts += 1
             await self._spawn()
-            if self._stopping:
+            if self.stopping():
                 await self._terminate()
                 return
             try:
@@ -136,11 +146,23 @@ class Child:
         try:
             await asyncio.wait_for(process.wait(), self.spec.stop_timeout)
         except TimeoutError:
-            log.warning("%s did not stop in %.0fs; killing it", self.spec.name, self.spec.stop_timeout)
+            log.warning(
+                "%s did not stop in %.0fs; killing it", self.spec.name, self.spec.stop_timeout
+            )
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+        _reap_group(process.pid)
         log.info("stopped %s", self.spec.name)
+
+
+def _reap_group(pgid: int) -> None:
+    """Kill what the child left in its process group (nginx workers outlive a killed master).
+
+    Processes meant to outlive a restart (task shims) start sessions of their own.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _describe(code: int) -> str:

@@ -45,7 +45,8 @@ def generated_files(root: Path) -> list[Path]:
     return sorted(
         p
         for p in api.rglob("*")
-        if p.is_file() and (p.name.endswith(GENERATED_SUFFIXES) or p.name == "__init__.py")
+        if p.is_file()
+        and (p.name.endswith(GENERATED_SUFFIXES) or p.name == "__init__.py")
         and p.name not in HAND_WRITTEN - {"__init__.py"}
     )
 

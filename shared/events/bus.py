@@ -33,7 +33,13 @@ from opentelemetry import propagate, trace
 from shared import context as request_context
 from shared import identifiers, typeurl
 from shared.errors import Unavailable
-from shared.events.envelope import ALL_SUBJECTS, Envelope, EnvelopeAdaptor, matcher, subject_for
+from shared.events.envelope import (
+    SUBJECT_PREFIX,
+    Envelope,
+    EnvelopeAdaptor,
+    matcher,
+    subject_for,
+)
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -57,8 +63,11 @@ class EventBus:
         max_age_seconds: float = 24 * 3600,
         max_bytes: int = 256 << 20,
         publish_timeout: float = 5.0,
+        subject_prefix: str = SUBJECT_PREFIX,
     ) -> None:
         self.url = url
+        self.subject_prefix = subject_prefix
+        self.all_subjects = f"{subject_prefix}.>"
         self.stream = stream
         self._name = name
         self._max_age = max_age_seconds
@@ -67,9 +76,9 @@ class EventBus:
         self._nc: Any = None
         self._js: Any = None
 
-    async def connect(self, timeout: float = 10.0) -> None:
-        """Connect (retrying until ``timeout``) and make sure the stream exists."""
-        deadline = time.monotonic() + timeout
+    async def connect(self, retry_for: float = 10.0) -> None:
+        """Connect (retrying for ``retry_for`` seconds) and make sure the stream exists."""
+        deadline = time.monotonic() + retry_for
         while True:
             try:
                 self._nc = await nats.connect(
@@ -88,7 +97,7 @@ class EventBus:
         self._js = self._nc.jetstream()
         config = js_api.StreamConfig(
             name=self.stream,
-            subjects=[ALL_SUBJECTS],
+            subjects=[self.all_subjects],
             storage=js_api.StorageType.FILE,
             retention=js_api.RetentionPolicy.LIMITS,
             discard=js_api.DiscardPolicy.OLD,
@@ -147,7 +156,7 @@ class EventBus:
         if self._js is None:
             log.warning("event %s dropped: bus not connected", envelope.topic)
             return False
-        subject = subject_for(envelope.namespace, envelope.topic)
+        subject = subject_for(envelope.namespace, envelope.topic, self.subject_prefix)
         with tracer.start_as_current_span(
             f"publish {envelope.topic}",
             kind=trace.SpanKind.PRODUCER,
@@ -174,7 +183,7 @@ class EventBus:
         if self._nc is None:
             raise Unavailable("event bus not connected")
         match = matcher(filters)
-        sub = await self._nc.subscribe(ALL_SUBJECTS, pending_msgs_limit=65536)
+        sub = await self._nc.subscribe(self.all_subjects, pending_msgs_limit=65536)
         try:
             async for msg in sub.messages:
                 envelope = Envelope()
@@ -195,7 +204,7 @@ class EventBus:
         handler: Handler,
         *,
         filters: Sequence[str] = (),
-        subject: str = ALL_SUBJECTS,
+        subject: str = "",
         batch: int = 64,
     ) -> None:
         """Deliver every matching event, including those published while we were down.
@@ -206,28 +215,34 @@ class EventBus:
         if self._js is None:
             raise Unavailable("event bus not connected")
         match = matcher(filters)
+        subject = subject or self.all_subjects
         config = js_api.ConsumerConfig(
             durable_name=durable,
             ack_policy=js_api.AckPolicy.EXPLICIT,
             deliver_policy=js_api.DeliverPolicy.ALL,
-            ack_wait=30.0,
+            ack_wait=10.0,  # an event handed to a consumer that died comes back after this
             max_ack_pending=1024,
             filter_subject=subject,
         )
         psub = await self._js.pull_subscribe(
             subject, durable=durable, stream=self.stream, config=config
         )
-        while True:
-            try:
-                msgs = await psub.fetch(batch, timeout=1.0)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
-                continue
-            except nats.errors.Error as e:
-                log.warning("consumer %s: fetch failed: %s", durable, e)
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                await self._deliver(durable, msg, match, handler)
+        try:
+            while True:
+                try:
+                    msgs = await psub.fetch(batch, timeout=1.0)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                except nats.errors.Error as e:
+                    log.warning("consumer %s: fetch failed: %s", durable, e)
+                    await asyncio.sleep(0.5)
+                    continue
+                for msg in msgs:
+                    await self._deliver(durable, msg, match, handler)
+        finally:
+            # Withdraw our interest so the server stops handing us events.
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
 
     async def _deliver(self, durable: str, msg: Any, match: Any, handler: Handler) -> None:
         envelope = Envelope()

@@ -38,8 +38,8 @@ def load_event_types() -> None:
         importlib.import_module(name)
 
 
-def subject_for(namespace: str, topic: str) -> str:
-    return f"{SUBJECT_PREFIX}.{namespace}.{topic.strip('/').replace('/', '.')}"
+def subject_for(namespace: str, topic: str, prefix: str = SUBJECT_PREFIX) -> str:
+    return f"{prefix}.{namespace}.{topic.strip('/').replace('/', '.')}"
 
 
 def _scalar_text(value: object) -> str:
@@ -63,7 +63,7 @@ def message_field(msg: message.Message, path: Sequence[str]) -> tuple[str, bool]
             return "", len(value) > 0
         key = ".".join(path[1:])
         return (_scalar_text(value[key]), True) if key in value else ("", False)
-    if field.label == field.LABEL_REPEATED:
+    if field.is_repeated:
         return "", False
     if field.message_type is not None:
         if not msg.HasField(path[0]):

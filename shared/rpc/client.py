@@ -52,18 +52,24 @@ def _with_request_metadata(details: grpc.aio.ClientCallDetails) -> grpc.aio.Clie
 
 
 class _MetadataInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
+    grpc.aio.UnaryUnaryClientInterceptor[Any, Any],
+    grpc.aio.UnaryStreamClientInterceptor[Any, Any],
+    grpc.aio.StreamUnaryClientInterceptor[Any, Any],
+    grpc.aio.StreamStreamClientInterceptor[Any, Any],
 ):
     async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
     ) -> Any:
         return await continuation(_with_request_metadata(client_call_details), request)
 
     async def intercept_unary_stream(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
     ) -> Any:
         return await continuation(_with_request_metadata(client_call_details), request)
 
@@ -94,7 +100,7 @@ def aio_channel(
     """An asyncio channel to ``address`` (socket path, ``unix:`` URL or host:port)."""
     interceptors: list[Any] = [_MetadataInterceptor()]
     if trace:
-        interceptors = [*aio_client_interceptors(), *interceptors]
+        interceptors = [*aio_client_interceptors(), *interceptors]  # type: ignore[no-untyped-call]
     return grpc.aio.insecure_channel(
         grpc_target(address),
         options=[*channel_options(max_message_size), *extra_options],

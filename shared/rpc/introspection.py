@@ -71,7 +71,9 @@ class PluginAdaptor:
         return "", False
 
 
-def select(plugins: Iterable[introspection_pb2.Plugin], exprs: Sequence[str]) -> list[introspection_pb2.Plugin]:
+def select(
+    plugins: Iterable[introspection_pb2.Plugin], exprs: Sequence[str]
+) -> list[introspection_pb2.Plugin]:
     try:
         match = filters.parse_all(list(exprs))
     except filters.FilterSyntaxError as e:

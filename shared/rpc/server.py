@@ -9,6 +9,7 @@ Every servicer method runs inside :class:`RequestContextInterceptor`, which
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -42,7 +43,9 @@ def _enter_request(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     request_context.lease_var.set(_metadata_value(metadata, request_context.LEASE_KEY))
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception, method: str) -> None:
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any], error: Exception, method: str
+) -> None:
     if isinstance(error, BerthError):
         log.debug("%s: %s: %s", method, type(error).__name__, error)
         await context.abort(code_for(error), str(error))
@@ -50,14 +53,16 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception, 
     await context.abort(grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}")
 
 
-def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Any]:
+def _wrap_unary_response(
+    behavior: Callable[..., Awaitable[Any]], method: str
+) -> Callable[..., Any]:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         _enter_request(context)
         try:
             return await behavior(request, context)
         except grpc.aio.AbortError:
             raise
-        except Exception as e:  # noqa: BLE001 - every error becomes a status
+        except Exception as e:
             await _abort(context, e, method)
 
     return handler
@@ -68,28 +73,32 @@ def _wrap_stream_response(behavior: Callable[..., Any], method: str) -> Callable
         # A coroutine that writes with context.write(): same shape as unary.
         return _wrap_unary_response(behavior, method)
 
-    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    async def handler(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
         _enter_request(context)
         try:
             async for item in behavior(request, context):
                 yield item
         except grpc.aio.AbortError:
             raise
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             await _abort(context, e, method)
 
     return handler
 
 
-class RequestContextInterceptor(grpc.aio.ServerInterceptor):
+class RequestContextInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler: grpc.RpcMethodHandler[Any, Any] | None = await continuation(handler_call_details)
+        if handler is None:  # unknown method: let gRPC answer UNIMPLEMENTED
+            return handler  # type: ignore[return-value]
         method = handler_call_details.method
         kw = {
             "request_deserializer": handler.request_deserializer,
@@ -152,7 +161,9 @@ class RpcServer:
         self._addresses: list[str] = []
         self._server = grpc.aio.server(
             interceptors=[
-                aio_server_interceptor(filter_=filters.negate(filters.health_check())),
+                aio_server_interceptor(  # type: ignore[no-untyped-call]
+                    filter_=filters.negate(filters.health_check())
+                ),
                 RequestContextInterceptor(),
             ],
             options=[
@@ -166,7 +177,9 @@ class RpcServer:
     def grpc_server(self) -> grpc.aio.Server:
         return self._server
 
-    def add(self, service_name: str, register: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> None:
+    def add(
+        self, service_name: str, register: Callable[[Any, grpc.aio.Server], None], servicer: Any
+    ) -> None:
         """Register ``servicer`` with its generated ``add_XServicer_to_server`` function."""
         register(servicer, self._server)
         self._service_names.append(service_name)
@@ -198,10 +211,8 @@ class RpcServer:
         for address in self._addresses:
             path = socket_path(address)
             if path is not None:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
-                except FileNotFoundError:
-                    pass
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()

@@ -31,9 +31,10 @@ _CODES: tuple[tuple[type[errors.BerthError], grpc.StatusCode], ...] = (
     (errors.Internal, grpc.StatusCode.INTERNAL),
 )
 
-_ERRORS: dict[grpc.StatusCode, type[errors.BerthError]] = {}
-for _cls, _code in _CODES:
-    _ERRORS.setdefault(_code, _cls)
+# Back from a code, the general class: FAILED_PRECONDITION is FailedPrecondition, not Conflict.
+_ERRORS: dict[grpc.StatusCode, type[errors.BerthError]] = {
+    code: cls for cls, code in _CODES if cls.__bases__ == (errors.BerthError,)
+}
 
 
 def code_for(error: BaseException) -> grpc.StatusCode:

@@ -1,4 +1,4 @@
-"""alembic environment: berth always hands in a live connection (shared.db.migrate)."""
+"""alembic environment: berth always hands in a live connection (shared.db.migrator)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from shared.db import schema
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("run migrations through shared.db.migrate, which supplies a connection")
+    raise RuntimeError("run migrations through shared.db.migrator, which supplies a connection")
 
 context.configure(
     connection=connection,

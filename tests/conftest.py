@@ -1,0 +1,70 @@
+"""Fixtures that start real processes (see tests/harness.py)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness import NatsServer, Suite, running_suite
+
+POSTGRES_ENV = "BERTH_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="session")
+def nats() -> Iterator[NatsServer]:
+    server = NatsServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def suite() -> Iterator[Suite]:
+    """One berth suite shared by tests that do not break it."""
+    with running_suite() as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    url = os.environ.get(POSTGRES_ENV, "")
+    if not url:
+        pytest.skip(f"PostgreSQL tests skipped: set {POSTGRES_ENV} to a server URL")
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with engine.connect():
+            pass
+        engine.dispose()
+    except sqlalchemy.exc.OperationalError as e:
+        pytest.skip(f"PostgreSQL tests skipped: {POSTGRES_ENV}={url} is unreachable: {e}")
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh database on the PostgreSQL server, dropped afterwards."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    server = make_url(postgres_server_url).set(drivername="postgresql+psycopg")
+    name = f"berth_test_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def fresh_suite() -> Iterator[Suite]:
+    """A berth suite of the test's own, for tests that kill or restart its parts."""
+    with running_suite() as s:
+        yield s

@@ -1,0 +1,209 @@
+"""Real processes for tests: a NATS server, the whole berth suite, Debian's ctr.
+
+Everything started here is stopped by PID and its temporary directories are
+removed; a test that leaves a process behind fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+CTR = shutil.which("ctr") or "/usr/bin/ctr"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def short_tempdir(prefix: str) -> Path:
+    # Unix socket paths are limited to 107 bytes: keep roots short.
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.05, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+class NatsServer:
+    """A private nats-server with JetStream on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.dir = short_tempdir("berth-nats-")
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> NatsServer:
+        self.process = subprocess.Popen(
+            [
+                str(VENV_BIN / "nats-server"), "-a", "127.0.0.1", "-p", str(self.port),
+                "-js", "-sd", str(self.dir / "js"), "-l", str(self.dir / "nats.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+
+        def accepting() -> bool:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
+                return True
+            return False
+
+        wait_until(accepting, 10, what="nats-server to accept")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Suite:
+    """``berthd`` on temporary root and state directories."""
+
+    def __init__(
+        self, *, database_url: str | None = None, extra_args: list[str] | None = None
+    ) -> None:
+        self.dir = short_tempdir("berth-")
+        self.root = self.dir / "root"
+        self.state = self.dir / "state"
+        self.address = str(self.state / "berth.sock")
+        self.database_url = database_url
+        self.extra_args = extra_args or []
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.dir / "berthd.log"
+        self._seen_pids: set[int] = set()
+
+    def start(self, timeout: float = 60) -> Suite:
+        argv = [
+            str(VENV_BIN / "berthd"), "--root", str(self.root), "--state", str(self.state),
+            *(["--database-url", self.database_url] if self.database_url else []),
+            *self.extra_args,
+        ]  # fmt: skip
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"berthd did not become ready:\n{self.log_tail()}")
+            ready, _, _ = select.select([self.process.stdout], [], [], remaining)
+            if ready:
+                line = self.process.stdout.readline()
+                if line.startswith(b"{") and b'"ready"' in line:
+                    break
+        self.processes()  # remember PIDs for the leak check
+        return self
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def processes(self) -> dict[str, int]:
+        data: dict[str, int] = json.loads((self.state / "processes.json").read_text())
+        self._seen_pids.update(data.values())
+        return data
+
+    @property
+    def config_path(self) -> Path:
+        return self.state / "berthd.toml"
+
+    def ctr(self, *args: str, namespace: str = "default", check: bool = True,
+            timeout: float = 60, input: bytes | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        cmd = [CTR, "--address", self.address, "--namespace", namespace, *args]
+        result = subprocess.run(
+            cmd, capture_output=True, text=input is None, timeout=timeout, input=input,
+            env={**os.environ, "CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS": "true"},
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(cmd)} exited {result.returncode}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}"
+            )
+        return result
+
+    def stop(self) -> list[int]:
+        """Stop berthd with SIGTERM; return the PIDs that were still alive afterwards."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                self.processes()
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process is not None and self.process.stdout is not None:
+            self.process.stdout.close()
+        leaked = [pid for pid in sorted(self._seen_pids) if pid_alive(pid)]
+        for pid in leaked:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return leaked
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_suite(**kwargs: Any) -> Iterator[Suite]:
+    suite = Suite(**kwargs).start()
+    try:
+        yield suite
+    finally:
+        leaked = suite.stop()
+        log = suite.log_tail()
+        suite.cleanup()
+        assert not leaked, f"berthd left processes behind: {leaked}\n{log}"
