@@ -108,7 +108,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
             raise InvalidArgument("event must not be empty")
         envelope = self._bus.envelope(request.topic, empty_pb2.Empty(), namespace)
         envelope.event.CopyFrom(request.event)
-        await self._bus.publish_strict(envelope)
+        await self._bus.forward(envelope)
         return empty_pb2.Empty()
 
     async def Forward(
@@ -116,7 +116,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
     ) -> empty_pb2.Empty:
         if not request.HasField("envelope"):
             raise InvalidArgument("envelope must not be empty")
-        await self._bus.publish_strict(request.envelope)
+        await self._bus.forward(request.envelope)
         return empty_pb2.Empty()
 
     async def Subscribe(

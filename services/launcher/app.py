@@ -169,6 +169,9 @@ class Launcher:
                 loop.add_signal_handler(sig, self._stop.set)
             try:
                 return await self._run_children()
+            except (RuntimeError, TimeoutError) as e:
+                log.error("berth failed to start: %s", e)
+                return 1
             finally:
                 await self._stop_all()
                 for name in ("berthd.pid", "processes.json"):

@@ -20,6 +20,7 @@ metadata = MetaData(
 
 # ---- content service ------------------------------------------------------
 
+# A blob as one namespace sees it; the bytes are shared on disk by digest.
 content_blobs = Table(
     "content_blobs",
     metadata,
@@ -28,24 +29,19 @@ content_blobs = Table(
     Column("size", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
-    Column("labels", JSON, nullable=False, default=dict),
+    Column("labels", JSON, nullable=False),
 )
 Index("ix_content_blobs_digest", content_blobs.c.digest)
 
+# An ingest in progress in a namespace; its bytes live under <root>/content/ingest.
 content_ingests = Table(
     "content_ingests",
     metadata,
     Column("namespace", String(76), primary_key=True),
     Column("ref", String(512), primary_key=True),
-    # Directory name of the ingest under <root>/content/ingest; derived from namespace+ref.
-    Column("key", String(64), nullable=False, unique=True),
-    Column("expected", String(160), nullable=False, default=""),
-    Column("total", BigInteger, nullable=False, default=0),
-    Column("started_at", BigInteger, nullable=False),
-    Column("updated_at", BigInteger, nullable=False),
-    # Who is writing now: "<boot id>/<pid>/<process start ticks>@<host>", or "".
-    Column("holder", String(255), nullable=False, default=""),
-    Column("held_until", BigInteger, nullable=False, default=0),
+    Column("expected", String(160), nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
 )
 
 # Content and ingests created under a lease (containerd-lease), for the GC.

@@ -9,8 +9,9 @@
 * :meth:`EventBus.consume` runs a durable consumer: it resumes after the last
   acknowledged event, so a service that was down catches up on restart.
 
-Events are announcements made after a change committed. Failing to publish is
-logged, never raised into the caller's already-successful operation.
+Services announce their changes through ``shared.events.outbox``, which
+sends off the request path; ``publish``/``forward`` raise when the bus does
+not take an event (what Events.Publish answers its caller).
 """
 
 from __future__ import annotations
@@ -135,7 +136,10 @@ class EventBus:
     async def publish(
         self, topic: str, event: message.Message, *, namespace: str | None = None
     ) -> None:
-        """Publish ``event`` under ``topic`` in ``namespace`` (default: the request's)."""
+        """Publish ``event`` under ``topic`` in ``namespace`` (default: the request's).
+
+        Raises Unavailable if the stream did not take it.
+        """
         ns = namespace or request_context.require_namespace()
         await self.forward(self.envelope(topic, event, ns))
 
@@ -143,16 +147,11 @@ class EventBus:
         """Publish an envelope made elsewhere (containerd's Events.Forward)."""
         identifiers.validate_topic(envelope.topic)
         identifiers.validate(envelope.namespace, what="namespace")
-        await self._send(envelope)
-
-    async def publish_strict(self, envelope: Envelope) -> None:
-        """Like :meth:`forward`, but raise Unavailable if the stream did not take it."""
-        identifiers.validate_topic(envelope.topic)
-        identifiers.validate(envelope.namespace, what="namespace")
-        if not await self._send(envelope):
+        if not await self.send(envelope):
             raise Unavailable(f"event bus at {self.url} did not accept {envelope.topic}")
 
-    async def _send(self, envelope: Envelope) -> bool:
+    async def send(self, envelope: Envelope) -> bool:
+        """Send with retries for up to the publish timeout; False if it never got through."""
         if self._js is None:
             log.warning("event %s dropped: bus not connected", envelope.topic)
             return False

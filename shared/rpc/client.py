@@ -13,14 +13,18 @@ Calls fail fast with UNAVAILABLE when the peer is down (no wait-for-ready).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Status, StatusCode
 
 from shared import context as request_context
 from shared.config import DEFAULT_MAX_MESSAGE_SIZE, grpc_target
+
+tracer = trace.get_tracer(__name__)
 
 
 def channel_options(max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> list[tuple[str, Any]]:
@@ -34,7 +38,9 @@ def channel_options(max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> list[tu
     ]
 
 
-def _with_request_metadata(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+def _with_request_metadata(
+    details: grpc.aio.ClientCallDetails, span: trace.Span
+) -> grpc.aio.ClientCallDetails:
     metadata = grpc.aio.Metadata(*(details.metadata or ()))
     namespace = request_context.current_namespace()
     if namespace and request_context.NAMESPACE_KEY not in metadata:
@@ -42,6 +48,10 @@ def _with_request_metadata(details: grpc.aio.ClientCallDetails) -> grpc.aio.Clie
     lease = request_context.current_lease()
     if lease and request_context.LEASE_KEY not in metadata:
         metadata.add(request_context.LEASE_KEY, lease)
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    for key, value in carrier.items():
+        metadata.add(key, value)
     return grpc.aio.ClientCallDetails(
         method=details.method,
         timeout=details.timeout,
@@ -51,19 +61,54 @@ def _with_request_metadata(details: grpc.aio.ClientCallDetails) -> grpc.aio.Clie
     )
 
 
-class _MetadataInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor[Any, Any],
-    grpc.aio.UnaryStreamClientInterceptor[Any, Any],
-    grpc.aio.StreamUnaryClientInterceptor[Any, Any],
-    grpc.aio.StreamStreamClientInterceptor[Any, Any],
-):
+def _client_span(details: grpc.aio.ClientCallDetails) -> trace.Span:
+    raw: str | bytes = details.method  # grpc passes bytes at run time
+    method = raw.decode() if isinstance(raw, bytes) else raw
+    service, _, name = method.lstrip("/").rpartition("/")
+    return tracer.start_span(
+        method.lstrip("/"),
+        kind=trace.SpanKind.CLIENT,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+    )
+
+
+def _end_with_call(span: trace.Span, call: Any) -> Any:
+    """End the span when the call finishes (streams outlive the interceptor)."""
+
+    def done(finished: Any) -> None:
+        with contextlib.suppress(Exception):
+            code = finished.code()
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code != grpc.StatusCode.OK:
+                span.set_status(Status(StatusCode.ERROR, finished.details() or code.name))
+        span.end()
+
+    call.add_done_callback(done)
+    return call
+
+
+if TYPE_CHECKING:  # the stubs make these generic; the runtime classes are not
+    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
+    _StreamUnary = grpc.aio.StreamUnaryClientInterceptor[Any, Any]
+    _StreamStream = grpc.aio.StreamStreamClientInterceptor[Any, Any]
+else:
+    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor
+    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor
+    _StreamUnary = grpc.aio.StreamUnaryClientInterceptor
+    _StreamStream = grpc.aio.StreamStreamClientInterceptor
+
+
+class _MetadataInterceptor(_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream):
     async def intercept_unary_unary(
         self,
         continuation: Callable[..., Any],
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        return await continuation(_with_request_metadata(client_call_details), request)
+        span = _client_span(client_call_details)
+        details = _with_request_metadata(client_call_details, span)
+        return _end_with_call(span, await continuation(details, request))
 
     async def intercept_unary_stream(
         self,
@@ -71,7 +116,9 @@ class _MetadataInterceptor(
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        return await continuation(_with_request_metadata(client_call_details), request)
+        span = _client_span(client_call_details)
+        details = _with_request_metadata(client_call_details, span)
+        return _end_with_call(span, await continuation(details, request))
 
     async def intercept_stream_unary(
         self,
@@ -79,7 +126,9 @@ class _MetadataInterceptor(
         client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: Any,
     ) -> Any:
-        return await continuation(_with_request_metadata(client_call_details), request_iterator)
+        span = _client_span(client_call_details)
+        details = _with_request_metadata(client_call_details, span)
+        return _end_with_call(span, await continuation(details, request_iterator))
 
     async def intercept_stream_stream(
         self,
@@ -87,7 +136,9 @@ class _MetadataInterceptor(
         client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: Any,
     ) -> Any:
-        return await continuation(_with_request_metadata(client_call_details), request_iterator)
+        span = _client_span(client_call_details)
+        details = _with_request_metadata(client_call_details, span)
+        return _end_with_call(span, await continuation(details, request_iterator))
 
 
 def aio_channel(
@@ -95,14 +146,10 @@ def aio_channel(
     *,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     extra_options: Sequence[tuple[str, Any]] = (),
-    trace: bool = True,
 ) -> grpc.aio.Channel:
     """An asyncio channel to ``address`` (socket path, ``unix:`` URL or host:port)."""
-    interceptors: list[Any] = [_MetadataInterceptor()]
-    if trace:
-        interceptors = [*aio_client_interceptors(), *interceptors]  # type: ignore[no-untyped-call]
     return grpc.aio.insecure_channel(
         grpc_target(address),
         options=[*channel_options(max_message_size), *extra_options],
-        interceptors=interceptors,
+        interceptors=[_MetadataInterceptor()],  # type: ignore[list-item]
     )

@@ -3,6 +3,7 @@
 Every servicer method runs inside :class:`RequestContextInterceptor`, which
 
 * reads ``containerd-namespace`` / ``containerd-lease`` into ``shared.context``;
+* starts a server span, continuing the caller's trace (W3C ``traceparent``);
 * turns a raised :class:`shared.errors.BerthError` into its status code, and any
   other exception into UNKNOWN with the message logged, so handlers just raise.
 """
@@ -15,12 +16,13 @@ import logging
 import os
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Status, StatusCode
 
 from shared import context as request_context
 from shared.config import socket_path
@@ -28,6 +30,7 @@ from shared.errors import BerthError
 from shared.rpc.status import code_for
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 
 def _metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str | None:
@@ -37,18 +40,30 @@ def _metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str
     return None
 
 
-def _enter_request(context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    metadata = context.invocation_metadata()
+def _enter_request(context: grpc.aio.ServicerContext[Any, Any], method: str) -> trace.Span:
+    """Fill the request context from metadata and start the server span."""
+    metadata = context.invocation_metadata() or ()
     request_context.namespace_var.set(_metadata_value(metadata, request_context.NAMESPACE_KEY))
     request_context.lease_var.set(_metadata_value(metadata, request_context.LEASE_KEY))
+    carrier = {k: v for k, v in metadata if isinstance(v, str)}
+    service, _, name = method.lstrip("/").rpartition("/")
+    return tracer.start_span(
+        method.lstrip("/"),
+        context=propagate.extract(carrier),
+        kind=trace.SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+    )
 
 
 async def _abort(
-    context: grpc.aio.ServicerContext[Any, Any], error: Exception, method: str
+    context: grpc.aio.ServicerContext[Any, Any], error: Exception, method: str, span: trace.Span
 ) -> None:
+    code = code_for(error)
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    span.set_status(Status(StatusCode.ERROR, str(error)))
     if isinstance(error, BerthError):
         log.debug("%s: %s: %s", method, type(error).__name__, error)
-        await context.abort(code_for(error), str(error))
+        await context.abort(code, str(error))
     log.exception("%s: unexpected error", method)
     await context.abort(grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}")
 
@@ -57,13 +72,14 @@ def _wrap_unary_response(
     behavior: Callable[..., Awaitable[Any]], method: str
 ) -> Callable[..., Any]:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        _enter_request(context)
-        try:
-            return await behavior(request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as e:
-            await _abort(context, e, method)
+        span = _enter_request(context, method)
+        with trace.use_span(span, end_on_exit=True):
+            try:
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as e:
+                await _abort(context, e, method, span)
 
     return handler
 
@@ -76,19 +92,36 @@ def _wrap_stream_response(behavior: Callable[..., Any], method: str) -> Callable
     async def handler(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        _enter_request(context)
+        span = _enter_request(context, method)
+        responses = behavior(request, context)
         try:
-            async for item in behavior(request, context):
+            while True:
+                # The span is current only while the handler runs, never across a
+                # yield: gRPC may close this generator from another context.
+                with trace.use_span(span, end_on_exit=False):
+                    try:
+                        item = await anext(responses)
+                    except StopAsyncIteration:
+                        return
+                    except grpc.aio.AbortError:
+                        raise
+                    except Exception as e:
+                        await _abort(context, e, method, span)
                 yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as e:
-            await _abort(context, e, method)
+        finally:
+            await responses.aclose()
+            span.end()
 
     return handler
 
 
-class RequestContextInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+if TYPE_CHECKING:  # generic in the stubs only
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _ServerInterceptor = grpc.aio.ServerInterceptor
+
+
+class RequestContextInterceptor(_ServerInterceptor):
     async def intercept_service(
         self,
         continuation: Callable[
@@ -100,6 +133,8 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
         if handler is None:  # unknown method: let gRPC answer UNIMPLEMENTED
             return handler  # type: ignore[return-value]
         method = handler_call_details.method
+        if method.startswith("/grpc.health.v1.Health/"):
+            return handler  # polled constantly; no context and no spans
         kw = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -160,12 +195,7 @@ class RpcServer:
         self._service_names: list[str] = []
         self._addresses: list[str] = []
         self._server = grpc.aio.server(
-            interceptors=[
-                aio_server_interceptor(  # type: ignore[no-untyped-call]
-                    filter_=filters.negate(filters.health_check())
-                ),
-                RequestContextInterceptor(),
-            ],
+            interceptors=[RequestContextInterceptor()],
             options=[
                 *server_options(max_recv_message_size, max_send_message_size),
                 *extra_options,

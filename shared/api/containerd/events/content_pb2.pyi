@@ -17,6 +17,32 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ContentCreate(_message.Message):
+    """Published on /content/create. containerd 1.7 has no such event; 2.0 added
+    this message with these numbers, and berth sends it already.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGEST_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    digest: _builtins.str
+    size: _builtins.int
+    def __init__(
+        self,
+        *,
+        digest: _builtins.str = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContentCreate: _TypeAlias = ContentCreate  # noqa: Y015
+
+@_typing.final
 class ContentDelete(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

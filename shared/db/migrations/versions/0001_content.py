@@ -32,15 +32,10 @@ def upgrade() -> None:
         "content_ingests",
         sa.Column("namespace", sa.String(76), nullable=False),
         sa.Column("ref", sa.String(512), nullable=False),
-        sa.Column("key", sa.String(64), nullable=False),
         sa.Column("expected", sa.String(160), nullable=False),
         sa.Column("total", sa.BigInteger, nullable=False),
-        sa.Column("started_at", sa.BigInteger, nullable=False),
-        sa.Column("updated_at", sa.BigInteger, nullable=False),
-        sa.Column("holder", sa.String(255), nullable=False),
-        sa.Column("held_until", sa.BigInteger, nullable=False),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.PrimaryKeyConstraint("namespace", "ref", name="pk_content_ingests"),
-        sa.UniqueConstraint("key", name="uq_content_ingests_key"),
     )
     op.create_table(
         "content_lease_refs",

@@ -1,0 +1,1 @@
+"""The content service: containerd's content store as its own process."""

@@ -1,0 +1,55 @@
+"""Events a service announces after its changes commit, sent in order off the request path.
+
+A handler calls :meth:`Outbox.put` once its transaction committed and returns
+at once; one background loop (owned by the service process) sends the queue
+in order and keeps retrying while the bus is away, so a slow or restarting
+NATS never slows or fails an RPC. If the bus stays away until the queue is
+full, new events are dropped with an error in the log: consumers that decide
+state reconcile from the database as well (ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from google.protobuf import message
+
+from shared import context as request_context
+from shared.events.bus import EventBus
+from shared.events.envelope import Envelope
+
+log = logging.getLogger(__name__)
+
+
+class Outbox:
+    RETRY_DELAY = 0.5
+
+    def __init__(self, bus: EventBus, maxsize: int = 10_000) -> None:
+        self._bus = bus
+        self._queue: asyncio.Queue[Envelope] = asyncio.Queue(maxsize)
+
+    def put(self, topic: str, event: message.Message, *, namespace: str | None = None) -> None:
+        """Queue ``event``; the namespace defaults to the current request's."""
+        ns = namespace or request_context.require_namespace()
+        envelope = self._bus.envelope(topic, event, ns)
+        try:
+            self._queue.put_nowait(envelope)
+        except asyncio.QueueFull:
+            log.error("event queue full: dropping %s in %s", topic, ns)
+
+    async def run(self) -> None:
+        """Send queued events forever, in order (run it as a background loop)."""
+        while True:
+            envelope = await self._queue.get()
+            while not await self._bus.send(envelope):
+                await asyncio.sleep(self.RETRY_DELAY)
+            self._queue.task_done()
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait (up to ``timeout``) until everything queued has been sent."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout)
+        if not self._queue.empty():
+            log.warning("%d events not sent at shutdown", self._queue.qsize())
