@@ -12,46 +12,21 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 
 from shared.api.containerd.events import content_pb2 as events
 from shared.api.containerd.services.content.v1 import content_pb2 as api
 from shared.api.containerd.services.content.v1 import content_pb2_grpc
-from shared.content import Info, Status, Store, Writer
+from shared.content import Info, Store, Writer
 from shared.errors import InvalidArgument, OutOfRange
 from shared.events.outbox import Outbox
+from shared.pbutil import timestamp
+from shared.proxy.content import info_to_proto, status_to_proto
 
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
 
 LIST_BATCH = 100
-
-
-def _timestamp(ns: int) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(ns)
-    return ts
-
-
-def info_to_proto(info: Info) -> api.Info:
-    return api.Info(
-        digest=info.digest,
-        size=info.size,
-        created_at=_timestamp(info.created_at),
-        updated_at=_timestamp(info.updated_at),
-        labels=dict(info.labels),
-    )
-
-
-def status_to_proto(st: Status) -> api.Status:
-    return api.Status(
-        started_at=_timestamp(st.started_at),
-        updated_at=_timestamp(st.updated_at),
-        ref=st.ref,
-        offset=st.offset,
-        total=st.total,
-        expected=st.expected,
-    )
 
 
 async def _run(fn: Callable[..., T], *args: Any) -> T:
@@ -151,8 +126,8 @@ class ContentServicer(content_pb2_grpc.ContentServicer):
         st = await _run(writer.status)
         reply = api.WriteContentResponse(
             action=request.action,
-            started_at=_timestamp(st.started_at),
-            updated_at=_timestamp(st.updated_at),
+            started_at=timestamp(st.started_at),
+            updated_at=timestamp(st.updated_at),
             offset=st.offset,
             total=total,
         )

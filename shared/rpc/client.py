@@ -38,30 +38,37 @@ def channel_options(max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> list[tu
     ]
 
 
+def request_metadata(
+    existing: Sequence[tuple[str, str | bytes]], span: trace.Span
+) -> list[tuple[str, str | bytes]]:
+    """``existing`` plus the namespace, lease and trace context of the current request."""
+    metadata = list(existing)
+    keys = {k for k, _ in metadata}
+    namespace = request_context.current_namespace()
+    if namespace and request_context.NAMESPACE_KEY not in keys:
+        metadata.append((request_context.NAMESPACE_KEY, namespace))
+    lease = request_context.current_lease()
+    if lease and request_context.LEASE_KEY not in keys:
+        metadata.append((request_context.LEASE_KEY, lease))
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    metadata.extend(carrier.items())
+    return metadata
+
+
 def _with_request_metadata(
     details: grpc.aio.ClientCallDetails, span: trace.Span
 ) -> grpc.aio.ClientCallDetails:
-    metadata = grpc.aio.Metadata(*(details.metadata or ()))
-    namespace = request_context.current_namespace()
-    if namespace and request_context.NAMESPACE_KEY not in metadata:
-        metadata.add(request_context.NAMESPACE_KEY, namespace)
-    lease = request_context.current_lease()
-    if lease and request_context.LEASE_KEY not in metadata:
-        metadata.add(request_context.LEASE_KEY, lease)
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=trace.set_span_in_context(span))
-    for key, value in carrier.items():
-        metadata.add(key, value)
     return grpc.aio.ClientCallDetails(
         method=details.method,
         timeout=details.timeout,
-        metadata=metadata,
+        metadata=grpc.aio.Metadata(*request_metadata(list(details.metadata or ()), span)),
         credentials=details.credentials,
         wait_for_ready=details.wait_for_ready,
     )
 
 
-def _client_span(details: grpc.aio.ClientCallDetails) -> trace.Span:
+def client_span(details: grpc.aio.ClientCallDetails) -> trace.Span:
     raw: str | bytes = details.method  # grpc passes bytes at run time
     method = raw.decode() if isinstance(raw, bytes) else raw
     service, _, name = method.lstrip("/").rpartition("/")
@@ -72,7 +79,7 @@ def _client_span(details: grpc.aio.ClientCallDetails) -> trace.Span:
     )
 
 
-def _end_with_call(span: trace.Span, call: Any) -> Any:
+def end_with_call(span: trace.Span, call: Any) -> Any:
     """End the span when the call finishes (streams outlive the interceptor)."""
 
     def done(finished: Any) -> None:
@@ -106,9 +113,9 @@ class _MetadataInterceptor(_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStrea
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        span = _client_span(client_call_details)
+        span = client_span(client_call_details)
         details = _with_request_metadata(client_call_details, span)
-        return _end_with_call(span, await continuation(details, request))
+        return end_with_call(span, await continuation(details, request))
 
     async def intercept_unary_stream(
         self,
@@ -116,9 +123,9 @@ class _MetadataInterceptor(_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStrea
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        span = _client_span(client_call_details)
+        span = client_span(client_call_details)
         details = _with_request_metadata(client_call_details, span)
-        return _end_with_call(span, await continuation(details, request))
+        return end_with_call(span, await continuation(details, request))
 
     async def intercept_stream_unary(
         self,
@@ -126,9 +133,9 @@ class _MetadataInterceptor(_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStrea
         client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: Any,
     ) -> Any:
-        span = _client_span(client_call_details)
+        span = client_span(client_call_details)
         details = _with_request_metadata(client_call_details, span)
-        return _end_with_call(span, await continuation(details, request_iterator))
+        return end_with_call(span, await continuation(details, request_iterator))
 
     async def intercept_stream_stream(
         self,
@@ -136,9 +143,9 @@ class _MetadataInterceptor(_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStrea
         client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: Any,
     ) -> Any:
-        span = _client_span(client_call_details)
+        span = client_span(client_call_details)
         details = _with_request_metadata(client_call_details, span)
-        return _end_with_call(span, await continuation(details, request_iterator))
+        return end_with_call(span, await continuation(details, request_iterator))
 
 
 def aio_channel(
