@@ -23,9 +23,10 @@ Lifecycle of an ingest (what ``ctr content ingest`` and a pull do)::
 
 * A ref names one ingest. Writes are append-only; ``truncate(0)`` restarts.
 * ``commit`` checks the size (when given) and the digest (when given) of the
-  data. On mismatch it raises FailedPrecondition and keeps the ingest; if the
-  blob already exists it raises AlreadyExists and drops the ingest. A
-  committed blob is never visible half-written.
+  data. On mismatch it raises FailedPrecondition and keeps the ingest (the
+  writer may be finished, as a gRPC stream ends on error: close it and open
+  the ref again); if the blob already exists it raises AlreadyExists and
+  drops the ingest. A committed blob is never visible half-written.
 * ``close`` releases the ref without committing; the data stays and a later
   ``writer(ref)`` resumes at ``status().offset``. ``abort(ref)`` discards it.
 """

@@ -207,3 +207,62 @@ def running_suite(**kwargs: Any) -> Iterator[Suite]:
         log = suite.log_tail()
         suite.cleanup()
         assert not leaked, f"berthd left processes behind: {leaked}\n{log}"
+
+
+def health_ok(address: str, timeout: float = 1.0) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from shared.config import grpc_target
+
+    with grpc.insecure_channel(grpc_target(address)) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+class ServiceProcess:
+    """One berth service started alone (``python -m services.<name>``), as compose does."""
+
+    def __init__(self, name: str, config_path: Path, listen: str, log_path: Path) -> None:
+        self.name = name
+        self.config_path = config_path
+        self.listen = listen
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> ServiceProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.name}", "--config", str(self.config_path),
+             "--listen", self.listen],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+
+        def ready() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.log_path.read_text()[-3000:]}")
+            return health_ok(self.listen, 0.5)
+
+        wait_until(ready, timeout, what=f"{self.name} to serve on {self.listen}")
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

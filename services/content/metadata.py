@@ -110,7 +110,7 @@ class NamespacedWriter:
         self._backend.truncate(size)
 
     def commit(self, size: int, expected: str, labels: Mapping[str, str] | None = None) -> Info:
-        labels = dict(content.validate_labels(labels or {}))
+        labels = {k: v for k, v in content.validate_labels(labels or {}).items() if v != ""}
         expected = expected or self._expected
         now = time.time_ns()
         ns, ref = self._namespace, self._ref
@@ -328,6 +328,8 @@ class NamespacedStore:
                         labels.pop(key, None)
                 else:
                     raise InvalidArgument(f"cannot update {path!r} field on content info")
+            # An empty value removes the label, as in containerd's metadata store.
+            labels = {k: v for k, v in labels.items() if v != ""}
             content.validate_labels(labels)
             now = time.time_ns()
             conn.execute(
