@@ -105,9 +105,15 @@ class LocalWriter:
         self._lock_fd = lock_fd
         self._data = directory / "data"
         self._fd = os.open(self._data, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._offset = os.fstat(self._fd).st_size
+        st = os.fstat(self._fd)
+        self._offset = st.st_size
         self._hash: hashlib._Hash | None = None  # built lazily: resuming re-reads the data
         self._closed = False
+        # Status is answered from memory: it is asked before every chunk.
+        recorded = store.status(ref)
+        self._started_at = recorded.started_at
+        self._total = recorded.total
+        self._updated_at = st.st_mtime_ns or recorded.started_at
 
     @property
     def ref(self) -> str:
@@ -134,7 +140,14 @@ class LocalWriter:
             raise NotFound(f"ingest {self._ref} was aborted")
 
     def status(self) -> Status:
-        return self._store.status(self._ref)
+        return Status(
+            ref=self._ref,
+            offset=self._offset,
+            total=self._total,
+            expected="",
+            started_at=self._started_at,
+            updated_at=self._updated_at,
+        )
 
     def digest(self) -> str:
         return "sha256:" + self._digester().hexdigest()
@@ -154,6 +167,7 @@ class LocalWriter:
             raise _os_error(e, f"write to ingest {self._ref}") from e
         digester.update(view)
         self._offset += written
+        self._updated_at = time.time_ns()
         return written
 
     def truncate(self, size: int) -> None:
@@ -163,6 +177,7 @@ class LocalWriter:
         os.ftruncate(self._fd, 0)
         self._offset = 0
         self._hash = content.hasher()
+        self._updated_at = time.time_ns()
 
     def verify(self, size: int, expected: str) -> str:
         """The digest of the data, after checking it against ``size`` and ``expected``."""

@@ -15,7 +15,9 @@ remove a blob that was just committed in a namespace.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 
 from sqlalchemy import and_, delete, func, insert, select, text, update
@@ -85,20 +87,35 @@ def _drop_lease_refs(conn: Connection, namespace: str, kind: str, ident: str) ->
 
 class NamespacedWriter:
     def __init__(
-        self, store: NamespacedStore, backend: LocalWriter, namespace: str, ref: str, expected: str
+        self,
+        store: NamespacedStore,
+        backend: LocalWriter,
+        namespace: str,
+        ref: str,
+        expected: str,
+        total: int,
     ) -> None:
         self._store = store
         self._backend = backend
         self._namespace = namespace
         self._ref = ref
         self._expected = expected
+        self._total = total
 
     @property
     def ref(self) -> str:
         return self._ref
 
     def status(self) -> Status:
-        return self._store._status(self._namespace, self._ref)
+        st = self._backend.status()
+        return Status(
+            ref=self._ref,
+            offset=st.offset,
+            total=st.total or self._total,
+            expected=self._expected,
+            started_at=st.started_at,
+            updated_at=st.updated_at,
+        )
 
     def digest(self) -> str:
         return self._backend.digest()
@@ -162,9 +179,39 @@ class NamespacedWriter:
 
 
 class NamespacedStore:
+    # Clients read blobs in many small ranged calls (ctr content get asks 32 KiB
+    # at a time); remembering for a moment that a namespace sees a digest saves a
+    # query per call. A delete here forgets at once; another replica's delete is
+    # seen within the TTL, and reading then fails as the bytes are gone.
+    VISIBLE_TTL_NS = 2_000_000_000
+    VISIBLE_MAX = 4096
+
     def __init__(self, local: LocalStore, db: Database) -> None:
         self.local = local
         self.db = db
+        self._visible: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._visible_lock = threading.Lock()
+
+    def _remember_visible(self, namespace: str, digest: str) -> None:
+        with self._visible_lock:
+            self._visible[(namespace, digest)] = time.monotonic_ns() + self.VISIBLE_TTL_NS
+            self._visible.move_to_end((namespace, digest))
+            while len(self._visible) > self.VISIBLE_MAX:
+                self._visible.popitem(last=False)
+
+    def _known_visible(self, namespace: str, digest: str) -> bool:
+        with self._visible_lock:
+            expires = self._visible.get((namespace, digest))
+            if expires is None:
+                return False
+            if expires < time.monotonic_ns():
+                del self._visible[(namespace, digest)]
+                return False
+            return True
+
+    def _forget_visible(self, namespace: str, digest: str) -> None:
+        with self._visible_lock:
+            self._visible.pop((namespace, digest), None)
 
     # -- Provider ------------------------------------------------------------
 
@@ -185,7 +232,10 @@ class NamespacedStore:
             return self._row(conn, namespace, digest)
 
     def read(self, digest: str, offset: int = 0, size: int = 0) -> Iterator[bytes]:
-        self.info(digest)
+        namespace = request_context.require_namespace()
+        if not self._known_visible(namespace, digest):
+            self.info(digest)
+            self._remember_visible(namespace, digest)
         return self.local.read(digest, offset, size)
 
     # -- Ingester --------------------------------------------------------------
@@ -236,11 +286,13 @@ class NamespacedStore:
                         )
                     )
                 _add_lease_ref(conn, namespace, "ingests", ref)
-                expected = expected or (existing.expected if existing is not None else "")
+                if existing is not None:
+                    expected = expected or existing.expected
+                    total = total or existing.total
         except BaseException:
             backend.close()
             raise
-        return NamespacedWriter(self, backend, namespace, ref, expected)
+        return NamespacedWriter(self, backend, namespace, ref, expected, total)
 
     # -- IngestManager ---------------------------------------------------------
 
@@ -376,6 +428,7 @@ class NamespacedStore:
                     content_blobs.c.namespace == namespace, content_blobs.c.digest == digest
                 )
             ).rowcount
+            self._forget_visible(namespace, digest)
             if not deleted:
                 raise NotFound(f"content {digest}: not found")
             _drop_lease_refs(conn, namespace, "content", digest)

@@ -119,6 +119,10 @@ http {{
     keepalive_requests 1000000;
     http2_max_concurrent_streams 1024;
     http2_recv_buffer_size 1m;
+    # Request bodies stream through: the per-stream window and the body buffer set
+    # how much of an upload is in flight (64 KiB and 16 KiB by default).
+    http2_body_preread_size 4m;
+    client_body_buffer_size 4m;
 
     grpc_read_timeout {LONG_TIMEOUT};
     grpc_send_timeout {LONG_TIMEOUT};
