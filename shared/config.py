@@ -25,8 +25,9 @@ The file looks like containerd's ``config.toml`` with berth's own sections::
     level = "info"
     format = "json"                      # or "text"
 
-    [services.content]                   # where each process listens / is reached
+    [services.content]                   # where each process is reached
     address = "/run/berth/services/content.sock"
+    listen = ""                          # where it binds, if not address (compose: 0.0.0.0:7001)
 
     [plugins."io.containerd.snapshotter.v1.overlayfs"]   # per-plugin settings
     [proxy_plugins.mysnap]                               # external gRPC plugins
@@ -67,11 +68,16 @@ _ENV_SECTIONS = frozenset(
 class Endpoint:
     """Where one process listens, and where its peers reach it."""
 
-    address: str  # unix socket path, or host:port
-    tcp_address: str = ""
+    address: str  # unix socket path, or host:port: where peers reach the process
+    tcp_address: str = ""  # an extra TCP listener
+    listen: str = ""  # where the process binds, when not ``address`` (0.0.0.0:7001 in compose)
     # False for a process this installation does not run: the gateway routes
     # its calls nowhere (UNIMPLEMENTED) and introspection leaves it out.
     enabled: bool = True
+
+    @property
+    def bind(self) -> str:
+        return self.listen or self.address
 
     @property
     def target(self) -> str:
@@ -192,6 +198,7 @@ def from_mapping(data: Mapping[str, Any]) -> Config:
         services[process] = Endpoint(
             address=_str(section, "address", str(state / "services" / f"{process}.sock")),
             tcp_address=_str(section, "tcp_address", ""),
+            listen=_str(section, "listen", ""),
             enabled=_bool(section, "enabled", True),
         )
 
@@ -266,6 +273,7 @@ def dump(config: Config) -> str:
             f"[services.{process}]",
             f"address = {_quote(endpoint.address)}",
             f"tcp_address = {_quote(endpoint.tcp_address)}",
+            f"listen = {_quote(endpoint.listen)}",
             f"enabled = {_toml_value(endpoint.enabled)}",
         ]
     for plugin_id, settings in config.plugins.items():

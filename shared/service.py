@@ -109,7 +109,7 @@ def parse_args(name: str, argv: list[str] | None) -> berth_config.Config:
             overrides={
                 "root": args.root,
                 "state": args.state,
-                f"services.{name}.address": args.listen,
+                f"services.{name}.listen": args.listen,
                 "database.url": args.database_url,
                 "events.nats_url": args.nats_url,
                 "debug.level": args.log_level,
@@ -146,7 +146,7 @@ async def serve(name: str, config: berth_config.Config, setup: Setup) -> int:
                     introspection_pb2_grpc.add_IntrospectionServicer_to_server,
                     IntrospectionServicer(lambda: list(svc.plugins) if svc else [], config.root),
                 )
-            svc.server.listen(svc.endpoint.address)
+            svc.server.listen(svc.endpoint.bind)
             if svc.endpoint.tcp_address:
                 svc.server.listen(svc.endpoint.tcp_address)
             await svc.server.start()

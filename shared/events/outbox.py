@@ -11,7 +11,6 @@ state reconcile from the database as well (ARCHITECTURE.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from google.protobuf import message
@@ -29,6 +28,7 @@ class Outbox:
     def __init__(self, bus: EventBus, maxsize: int = 10_000) -> None:
         self._bus = bus
         self._queue: asyncio.Queue[Envelope] = asyncio.Queue(maxsize)
+        self._current: Envelope | None = None  # taken from the queue, not yet sent
 
     def put(self, topic: str, event: message.Message, *, namespace: str | None = None) -> None:
         """Queue ``event``; the namespace defaults to the current request's."""
@@ -42,14 +42,20 @@ class Outbox:
     async def run(self) -> None:
         """Send queued events forever, in order (run it as a background loop)."""
         while True:
-            envelope = await self._queue.get()
-            while not await self._bus.send(envelope):
+            self._current = await self._queue.get()
+            while not await self._bus.send(self._current):
                 await asyncio.sleep(self.RETRY_DELAY)
+            self._current = None
             self._queue.task_done()
 
     async def flush(self, timeout: float = 5.0) -> None:
-        """Wait (up to ``timeout``) until everything queued has been sent."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout)
-        if not self._queue.empty():
-            log.warning("%d events not sent at shutdown", self._queue.qsize())
+        """At shutdown, after :meth:`run` was cancelled: send what is still queued."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        pending = [self._current] if self._current is not None else []
+        self._current = None
+        while not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+        for sent, envelope in enumerate(pending):
+            if asyncio.get_running_loop().time() > deadline or not await self._bus.send(envelope):
+                log.warning("%d events not sent at shutdown", len(pending) - sent)
+                return

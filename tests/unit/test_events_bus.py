@@ -177,3 +177,33 @@ def test_durable_consumer_catches_up_after_being_down(nats: NatsServer) -> None:
     first, second = asyncio.run(main())
     assert first == ["a", "b"]
     assert second == ["c"]
+
+
+def test_outbox_sends_in_order_and_flushes_at_shutdown(nats: NatsServer) -> None:
+    from shared.events.outbox import Outbox
+
+    async def main() -> list[str]:
+        bus = _bus(nats)
+        await bus.connect()
+        got: list[Envelope] = []
+        try:
+            reader = asyncio.create_task(_collect(bus, [], 5, got))
+            await asyncio.sleep(0.2)
+            outbox = Outbox(bus)
+            sender = asyncio.create_task(outbox.run())
+            for cid in ("1", "2", "3"):
+                outbox.put("/tasks/exit", task_pb2.TaskExit(container_id=cid), namespace="default")
+            while len(got) < 3:
+                await asyncio.sleep(0.05)
+            sender.cancel()  # shutdown: the loop is gone, the queue is not empty
+            with pytest.raises(asyncio.CancelledError):
+                await sender
+            for cid in ("4", "5"):
+                outbox.put("/tasks/exit", task_pb2.TaskExit(container_id=cid), namespace="default")
+            await outbox.flush()
+            await asyncio.wait_for(reader, 10)
+        finally:
+            await bus.close()
+        return [typeurl.unpack_as(e.event, task_pb2.TaskExit).container_id for e in got]
+
+    assert asyncio.run(main()) == ["1", "2", "3", "4", "5"]
