@@ -106,7 +106,11 @@ class Suite:
     """``berthd`` on temporary root and state directories."""
 
     def __init__(
-        self, *, database_url: str | None = None, extra_args: list[str] | None = None
+        self,
+        *,
+        database_url: str | None = None,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.dir = short_tempdir("berth-")
         self.root = self.dir / "root"
@@ -114,6 +118,7 @@ class Suite:
         self.address = str(self.state / "berth.sock")
         self.database_url = database_url
         self.extra_args = extra_args or []
+        self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.dir / "berthd.log"
         self._seen_pids: set[int] = set()
@@ -127,7 +132,7 @@ class Suite:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
         self.process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, env=self.env,
         )  # fmt: skip
         log.close()
         assert self.process.stdout is not None

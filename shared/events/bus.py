@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -29,6 +29,7 @@ import nats.errors
 import nats.js.errors
 from google.protobuf import message, timestamp_pb2
 from nats.js import api as js_api
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from shared import context as request_context
@@ -150,20 +151,25 @@ class EventBus:
         if not await self.send(envelope):
             raise Unavailable(f"event bus at {self.url} did not accept {envelope.topic}")
 
-    async def send(self, envelope: Envelope) -> bool:
-        """Send with retries for up to the publish timeout; False if it never got through."""
+    async def send(self, envelope: Envelope, parent: otel_context.Context | None = None) -> bool:
+        """Send with retries for up to the publish timeout; False if it never got through.
+
+        ``parent`` is the trace context the event belongs to (default: the current one).
+        """
         if self._js is None:
             log.warning("event %s dropped: bus not connected", envelope.topic)
             return False
         subject = subject_for(envelope.namespace, envelope.topic, self.subject_prefix)
         with tracer.start_as_current_span(
             f"publish {envelope.topic}",
+            context=parent,
             kind=trace.SpanKind.PRODUCER,
             attributes={"messaging.system": "nats", "messaging.destination.name": subject},
         ):
-            headers: dict[str, str] = {"Nats-Msg-Id": uuid.uuid4().hex}
-            propagate.inject(headers)
             payload = envelope.SerializeToString()
+            # The same id on every retry lets JetStream drop a duplicate whose ack was lost.
+            headers = {"Nats-Msg-Id": hashlib.sha256(payload).hexdigest()[:32]}
+            propagate.inject(headers)
             deadline = time.monotonic() + self._publish_timeout
             while True:
                 try:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 from google.protobuf import message
+from opentelemetry import context as otel_context
 
 from shared import context as request_context
 from shared.events.bus import EventBus
@@ -27,15 +28,16 @@ class Outbox:
 
     def __init__(self, bus: EventBus, maxsize: int = 10_000) -> None:
         self._bus = bus
-        self._queue: asyncio.Queue[Envelope] = asyncio.Queue(maxsize)
-        self._current: Envelope | None = None  # taken from the queue, not yet sent
+        # Each event travels with the trace context of the request that caused it.
+        self._queue: asyncio.Queue[tuple[Envelope, otel_context.Context]] = asyncio.Queue(maxsize)
+        self._current: tuple[Envelope, otel_context.Context] | None = None  # taken, not yet sent
 
     def put(self, topic: str, event: message.Message, *, namespace: str | None = None) -> None:
         """Queue ``event``; the namespace defaults to the current request's."""
         ns = namespace or request_context.require_namespace()
         envelope = self._bus.envelope(topic, event, ns)
         try:
-            self._queue.put_nowait(envelope)
+            self._queue.put_nowait((envelope, otel_context.get_current()))
         except asyncio.QueueFull:
             log.error("event queue full: dropping %s in %s", topic, ns)
 
@@ -43,7 +45,7 @@ class Outbox:
         """Send queued events forever, in order (run it as a background loop)."""
         while True:
             self._current = await self._queue.get()
-            while not await self._bus.send(self._current):
+            while not await self._bus.send(*self._current):
                 await asyncio.sleep(self.RETRY_DELAY)
             self._current = None
             self._queue.task_done()
@@ -55,7 +57,8 @@ class Outbox:
         self._current = None
         while not self._queue.empty():
             pending.append(self._queue.get_nowait())
-        for sent, envelope in enumerate(pending):
-            if asyncio.get_running_loop().time() > deadline or not await self._bus.send(envelope):
+        for sent, (envelope, parent) in enumerate(pending):
+            too_late = asyncio.get_running_loop().time() > deadline
+            if too_late or not await self._bus.send(envelope, parent):
                 log.warning("%d events not sent at shutdown", len(pending) - sent)
                 return
