@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 
-from sqlalchemy import and_, delete, func, insert, select, text, update
+from sqlalchemy import Table, and_, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Row
 
 from services.content.local import InfoAdaptor, LocalStore, LocalWriter, StatusAdaptor
@@ -48,6 +48,12 @@ def _backend_ref(namespace: str, ref: str) -> str:
     return f"{namespace}/{ref}"
 
 
+def _exists(conn: Connection, table: Table, **columns: str) -> bool:
+    """Whether ``table`` has a row with these column values."""
+    where = [table.c[name] == value for name, value in columns.items()]
+    return bool(conn.execute(select(func.count()).select_from(table).where(*where)).scalar())
+
+
 def _lock_digest(conn: Connection, digest: str) -> None:
     """Serialize commit and delete of one digest across replicas.
 
@@ -61,18 +67,9 @@ def _add_lease_ref(conn: Connection, namespace: str, kind: str, ident: str) -> N
     lease = request_context.current_lease()
     if not lease:
         return
-    exists = conn.execute(
-        select(func.count()).where(
-            content_lease_refs.c.namespace == namespace,
-            content_lease_refs.c.lease == lease,
-            content_lease_refs.c.kind == kind,
-            content_lease_refs.c.id == ident,
-        )
-    ).scalar()
-    if not exists:
-        conn.execute(
-            insert(content_lease_refs).values(namespace=namespace, lease=lease, kind=kind, id=ident)
-        )
+    ref = {"namespace": namespace, "lease": lease, "kind": kind, "id": ident}
+    if not _exists(conn, content_lease_refs, **ref):
+        conn.execute(insert(content_lease_refs).values(**ref))
 
 
 def _drop_lease_refs(conn: Connection, namespace: str, kind: str, ident: str) -> None:
@@ -132,19 +129,11 @@ class NamespacedWriter:
         now = time.time_ns()
         ns, ref = self._namespace, self._ref
         with self._store.db.write() as conn:
-            if not conn.execute(
-                select(func.count()).where(
-                    content_ingests.c.namespace == ns, content_ingests.c.ref == ref
-                )
-            ).scalar():
+            if not _exists(conn, content_ingests, namespace=ns, ref=ref):
                 raise NotFound(f"ingest {ref} was aborted")
             digest = self._backend.verify(size, expected)
             _lock_digest(conn, digest)
-            present = conn.execute(
-                select(func.count()).where(
-                    content_blobs.c.namespace == ns, content_blobs.c.digest == digest
-                )
-            ).scalar()
+            present = _exists(conn, content_blobs, namespace=ns, digest=digest)
             if present:
                 self._backend.discard()
             else:
@@ -246,11 +235,7 @@ class NamespacedStore:
         if expected:
             content.parse_digest(expected)
             with self.db.read() as conn:
-                if conn.execute(
-                    select(func.count()).where(
-                        content_blobs.c.namespace == namespace, content_blobs.c.digest == expected
-                    )
-                ).scalar():
+                if _exists(conn, content_blobs, namespace=namespace, digest=expected):
                     raise AlreadyExists(f"content {expected}: already exists")
         # The backend never sees the digest: the namespace only gets the blob
         # once its own writer has supplied the bytes.
@@ -432,9 +417,6 @@ class NamespacedStore:
             if not deleted:
                 raise NotFound(f"content {digest}: not found")
             _drop_lease_refs(conn, namespace, "content", digest)
-            others = conn.execute(
-                select(func.count()).where(content_blobs.c.digest == digest)
-            ).scalar()
-            if not others:
+            if not _exists(conn, content_blobs, digest=digest):
                 with contextlib.suppress(NotFound):
                     self.local.delete(digest)

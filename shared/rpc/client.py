@@ -107,45 +107,32 @@ else:
 
 
 class _MetadataInterceptor(_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream):
+    """The same for all four call shapes: metadata in, a client span around the call."""
+
+    async def _call(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        span = client_span(details)
+        call = await continuation(_with_request_metadata(details, span), request)
+        return end_with_call(span, call)
+
     async def intercept_unary_unary(
-        self,
-        continuation: Callable[..., Any],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
+        self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
-        span = client_span(client_call_details)
-        details = _with_request_metadata(client_call_details, span)
-        return end_with_call(span, await continuation(details, request))
+        return await self._call(continuation, client_call_details, request)
 
     async def intercept_unary_stream(
-        self,
-        continuation: Callable[..., Any],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
+        self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
-        span = client_span(client_call_details)
-        details = _with_request_metadata(client_call_details, span)
-        return end_with_call(span, await continuation(details, request))
+        return await self._call(continuation, client_call_details, request)
 
     async def intercept_stream_unary(
-        self,
-        continuation: Callable[..., Any],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request_iterator: Any,
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
-        span = client_span(client_call_details)
-        details = _with_request_metadata(client_call_details, span)
-        return end_with_call(span, await continuation(details, request_iterator))
+        return await self._call(continuation, client_call_details, request_iterator)
 
     async def intercept_stream_stream(
-        self,
-        continuation: Callable[..., Any],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request_iterator: Any,
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
-        span = client_span(client_call_details)
-        details = _with_request_metadata(client_call_details, span)
-        return end_with_call(span, await continuation(details, request_iterator))
+        return await self._call(continuation, client_call_details, request_iterator)
 
 
 def aio_channel(
