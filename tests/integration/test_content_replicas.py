@@ -15,7 +15,7 @@ from shared.errors import AlreadyExists, NotFound, Unavailable
 from shared.proxy.content import ContentProxy
 from shared.rpc.sync_client import channel
 from tests.conformance.content import digest_of, put, read_all
-from tests.harness import NatsServer, ServiceProcess, short_tempdir
+from tests.harness import NatsServer, ServiceProcess, free_port, short_tempdir
 
 MIB = 1 << 20
 
@@ -34,9 +34,10 @@ def replicas(
         f'root = "{root / "root"}"\nstate = "{root / "state"}"\n'
         f'[database]\nurl = "{url}"\n[events]\nnats_url = "{nats.url}"\n'
     )
+    # One replica on a unix socket, the other on TCP (as in compose and Kubernetes).
     services = [
-        ServiceProcess("content", config, str(root / f"{name}.sock"), root / f"{name}.log")
-        for name in ("a", "b")
+        ServiceProcess("content", config, str(root / "a.sock"), root / "a.log"),
+        ServiceProcess("content", config, f"127.0.0.1:{free_port()}", root / "b.log"),
     ]
     try:
         for service in services:
