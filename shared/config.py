@@ -5,6 +5,7 @@ The file looks like containerd's ``config.toml`` with berth's own sections::
     version = 2
     root = "/var/lib/berth"          # persistent state (database, blobs, snapshots)
     state = "/run/berth"             # runtime state (sockets, task bundles, FIFOs)
+    node_name = ""                   # this host in a cluster's shared database (default: hostname)
 
     [grpc]
     address = "/run/berth/berth.sock"    # the one client socket (the gateway)
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,7 +62,18 @@ DEFAULT_STATE = "/run/berth"
 DEFAULT_MAX_MESSAGE_SIZE = 16 << 20
 # Other BERTH_* variables (BERTH_NAMESPACE, test settings) are not configuration.
 _ENV_SECTIONS = frozenset(
-    {"root", "state", "grpc", "database", "events", "tracing", "debug", "services", "plugins"}
+    {
+        "root",
+        "state",
+        "node_name",
+        "grpc",
+        "database",
+        "events",
+        "tracing",
+        "debug",
+        "services",
+        "plugins",
+    }
 )
 
 
@@ -99,6 +112,7 @@ class ProxyPlugin:
 class Config:
     root: Path
     state: Path
+    node_name: str
     address: str
     tcp_address: str
     max_recv_message_size: int
@@ -221,6 +235,7 @@ def from_mapping(data: Mapping[str, Any]) -> Config:
     return Config(
         root=root,
         state=state,
+        node_name=_str(data, "node_name", socket.gethostname()),
         address=_str(grpc, "address", str(state / "berth.sock")),
         tcp_address=_str(grpc, "tcp_address", ""),
         max_recv_message_size=_int(grpc, "max_recv_message_size", DEFAULT_MAX_MESSAGE_SIZE),
@@ -245,6 +260,7 @@ def dump(config: Config) -> str:
         "version = 2",
         f"root = {_quote(str(config.root))}",
         f"state = {_quote(str(config.state))}",
+        f"node_name = {_quote(config.node_name)}",
         "",
         "[grpc]",
         f"address = {_quote(config.address)}",

@@ -14,7 +14,7 @@ they map to gRPC status codes and back, as containerd's errdefs does::
     ├── ResourceExhausted    out of disk, memory, or a quota
     ├── PermissionDenied     the caller may not do this
     ├── Unauthenticated      a registry or peer wants credentials
-    ├── NotImplemented       this berth does not provide the operation
+    ├── Unimplemented       this berth does not provide the operation
     ├── Aborted              a concurrent change aborted the operation; retry
     ├── Canceled             the caller went away
     ├── DeadlineExceeded     it took longer than allowed
@@ -38,12 +38,12 @@ __all__ = [
     "Internal",
     "InvalidArgument",
     "NotFound",
-    "NotImplemented",
     "OutOfRange",
     "PermissionDenied",
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",
+    "Unimplemented",
 ]
 
 
@@ -91,7 +91,7 @@ class Unauthenticated(BerthError):
     pass
 
 
-class NotImplemented(BerthError):
+class Unimplemented(BerthError):
     pass
 
 

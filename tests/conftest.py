@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.harness import NatsServer, Suite, running_suite
+from tests.testimages import Images, Registry
+from tests.testimages import build as build_testimages
 
 POSTGRES_ENV = "BERTH_TEST_POSTGRES_URL"
 
@@ -68,3 +70,23 @@ def fresh_suite() -> Iterator[Suite]:
     """A berth suite of the test's own, for tests that kill or restart its parts."""
     with running_suite() as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def testimages() -> Images:
+    """The shared OCI test images without ``big`` (see tests/testimages.py), built once."""
+    return build_testimages(no_big=True)
+
+
+@pytest.fixture(scope="session")
+def testimages_big() -> Images:
+    """The test images with ``big`` (83 MB gzip): for benchmarks and slow tests only."""
+    return build_testimages(no_big=False)
+
+
+@pytest.fixture(scope="session")
+def registry(testimages: Images) -> Iterator[Registry]:
+    """A docker-registry on 127.0.0.1 holding the non-big images as
+    ``registry.ref(name)`` = ``127.0.0.1:PORT/testimages/<name>:latest``."""
+    with Registry(testimages) as r:
+        yield r

@@ -40,6 +40,7 @@ from shared.errors import (
     OutOfRange,
     ResourceExhausted,
     Unavailable,
+    Unimplemented,
 )
 
 
@@ -370,7 +371,7 @@ class LocalStore:
     # -- Manager ---------------------------------------------------------------
 
     def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
-        raise NotImplementedError("the local content store keeps no labels")
+        raise Unimplemented("the local content store keeps no labels")
 
     def walk(self, filter_exprs: Sequence[str] = ()) -> Iterator[Info]:
         match = filters.parse_all(list(filter_exprs))

@@ -8,7 +8,19 @@ labels are JSON objects of strings.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Column, Index, MetaData, String, Table
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    UniqueConstraint,
+)
 
 metadata = MetaData(
     naming_convention={
@@ -52,4 +64,41 @@ content_lease_refs = Table(
     Column("lease", String(76), primary_key=True),
     Column("kind", String(16), primary_key=True),  # "content" or "ingests"
     Column("id", String(512), primary_key=True),
+)
+
+# ---- snapshots service ----------------------------------------------------
+
+# Every snapshot of every snapshotter on every node. ``id`` names the snapshot's
+# directory on its node; ``key`` is the active key or the committed name, unique
+# per (node, snapshotter, namespace). Parents are rows of the same snapshotter.
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("node", String(255), nullable=False),
+    Column("snapshotter", String(64), nullable=False),
+    Column("namespace", String(76), nullable=False),
+    Column("key", String(1024), nullable=False),
+    Column("kind", SmallInteger, nullable=False),
+    Column("parent_id", BigInteger, ForeignKey("snapshots.id"), nullable=True),
+    Column("labels", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    # Usage over the parent, measured when committed (active snapshots are measured on demand).
+    Column("size", BigInteger, nullable=False),
+    Column("inodes", BigInteger, nullable=False),
+    UniqueConstraint("node", "snapshotter", "namespace", "key", name="uq_snapshots_key"),
+)
+Index("ix_snapshots_parent_id", snapshots.c.parent_id)
+
+# Snapshots created under a lease (containerd-lease), for the GC.
+snapshot_lease_refs = Table(
+    "snapshot_lease_refs",
+    metadata,
+    Column("namespace", String(76), primary_key=True),
+    Column("lease", String(76), primary_key=True),
+    Column("snapshotter", String(64), primary_key=True),
+    Column("key", String(1024), primary_key=True),
 )

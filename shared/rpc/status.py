@@ -23,7 +23,7 @@ _CODES: tuple[tuple[type[errors.BerthError], grpc.StatusCode], ...] = (
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (errors.NotImplemented, grpc.StatusCode.UNIMPLEMENTED),
+    (errors.Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
     (errors.Aborted, grpc.StatusCode.ABORTED),
     (errors.Canceled, grpc.StatusCode.CANCELLED),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),

@@ -123,3 +123,12 @@ def test_ingest_paths_never_come_from_refs(tmp_path: Path) -> None:
     w.close()
     dirs = [p.name for p in store.ingests.iterdir()]
     assert dirs == [hashlib.sha256(b"default/layer-sha256:abc").hexdigest()]
+
+
+def test_local_store_keeps_no_labels(tmp_path: Path) -> None:
+    from shared.content import Info
+    from shared.errors import Unimplemented
+
+    store = LocalStore(tmp_path / "content")
+    with pytest.raises(Unimplemented, match="no labels"):
+        store.update(Info("sha256:" + "a" * 64, 0, 0, 0, {"k": "v"}))

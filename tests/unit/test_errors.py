@@ -29,7 +29,7 @@ class FakeRpcError(grpc.RpcError):
         (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
         (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
         (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-        (errors.NotImplemented, grpc.StatusCode.UNIMPLEMENTED),
+        (errors.Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
         (errors.DataLoss, grpc.StatusCode.DATA_LOSS),
         (errors.BerthError, grpc.StatusCode.UNKNOWN),
         (ValueError, grpc.StatusCode.UNKNOWN),

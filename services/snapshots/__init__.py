@@ -1,0 +1,1 @@
+"""The snapshots service: snapshotters (overlayfs, native, btrfs, proxies) and the differ."""
