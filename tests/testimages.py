@@ -248,7 +248,8 @@ class Images:
     def layers(self, ref: str, platform: str = "linux/amd64") -> list[Layer]:
         manifest = self.manifest(ref, platform)
         diff_ids = self.json_blob(manifest["config"]["digest"])["rootfs"]["diff_ids"]
-        assert len(diff_ids) == len(manifest["layers"]), f"{ref}: layers and diff_ids differ"
+        if len(diff_ids) != len(manifest["layers"]):
+            raise ImagesError(f"{ref}: {len(manifest['layers'])} layers, {len(diff_ids)} diff_ids")
         return [
             Layer(d["digest"], d["mediaType"], d["size"], diff_id, self.blob_path(d["digest"]))
             for d, diff_id in zip(manifest["layers"], diff_ids, strict=True)
@@ -259,6 +260,8 @@ class Images:
         with _locked(self.out):
             _run_build(self.out, no_big=self.no_big, force=True, reason=reason)
             problems = self.verify()
+            if not problems:
+                _verified[self.out] = (self.out / ".stamp").read_text()
         self._archives_ok.clear()
         if problems:
             raise CorruptCache(f"{self.out} still corrupt after build.sh --force: {problems}")
