@@ -7,23 +7,15 @@ from typing import Any
 
 import grpc
 
-from services.snapshots.differ import Descriptor, Differ
+from services.snapshots.differ import Differ
 from shared.api.containerd.services.diff.v1 import diff_pb2 as api
 from shared.api.containerd.services.diff.v1 import diff_pb2_grpc
-from shared.api.containerd.types import descriptor_pb2
+from shared.diff import Descriptor
 from shared.errors import InvalidArgument
+from shared.proxy.diff import descriptor_to_proto
 from shared.proxy.snapshots import mount_from_proto
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def descriptor_to_proto(desc: Descriptor) -> descriptor_pb2.Descriptor:
-    return descriptor_pb2.Descriptor(
-        media_type=desc.media_type,
-        digest=desc.digest,
-        size=desc.size,
-        annotations=dict(desc.annotations or {}),
-    )
 
 
 class DiffServicer(diff_pb2_grpc.DiffServicer):

@@ -17,26 +17,19 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from services.snapshots import archive, compression, layerdiff
 from shared import mount as mounting
 from shared.content import CHUNK_SIZE, Ingester, Provider
+from shared.diff import (
+    LABEL_UNCOMPRESSED,
+    MEDIA_TYPE_LAYER,
+    MEDIA_TYPE_LAYER_GZIP,
+    Descriptor,
+)
 from shared.errors import InvalidArgument, Unimplemented
 from shared.snapshots import Mount
-
-MEDIA_TYPE_TAR = "application/vnd.oci.image.layer.v1.tar"
-MEDIA_TYPE_TAR_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-LABEL_UNCOMPRESSED = "containerd.io/uncompressed"
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    media_type: str
-    digest: str
-    size: int
-    annotations: Mapping[str, str] | None = None
 
 
 def _option(options: Sequence[str], name: str) -> str | None:
@@ -73,7 +66,7 @@ class Differ:
         chunks = self._content.read(desc.digest)
         with _target(mounts, self._scratch) as (root, whiteouts):
             result = archive.apply_layer(chunks, desc.media_type, root, whiteouts)
-        return Descriptor(MEDIA_TYPE_TAR, result.diff_id, result.size)
+        return Descriptor(MEDIA_TYPE_LAYER, result.diff_id, result.size)
 
     def diff(
         self,
@@ -83,9 +76,9 @@ class Differ:
         ref: str = "",
         labels: Mapping[str, str] | None = None,
     ) -> Descriptor:
-        media_type = media_type or MEDIA_TYPE_TAR_GZIP
-        if media_type != MEDIA_TYPE_TAR_GZIP:
-            raise Unimplemented(f"diff to {media_type}: only {MEDIA_TYPE_TAR_GZIP} is produced")
+        media_type = media_type or MEDIA_TYPE_LAYER_GZIP
+        if media_type != MEDIA_TYPE_LAYER_GZIP:
+            raise Unimplemented(f"diff to {media_type}: only {MEDIA_TYPE_LAYER_GZIP} is produced")
         ref = ref or f"diff-{secrets.token_hex(8)}"
         writer = self._ingester.writer(ref)
         try:
