@@ -47,6 +47,7 @@ def main() -> None:
             while chunk := f.read(MIB):
                 h.update(chunk)
         digest = "sha256:" + h.hexdigest()
+
         def sha256sum() -> None:
             subprocess.run(["sha256sum", str(blob)], check=True, capture_output=True)
 

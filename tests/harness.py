@@ -111,9 +111,10 @@ class Suite:
         database_url: str | None = None,
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        root: Path | None = None,
     ) -> None:
         self.dir = short_tempdir("berth-")
-        self.root = self.dir / "root"
+        self.root = root or self.dir / "root"  # elsewhere to measure another filesystem
         self.state = self.dir / "state"
         self.address = str(self.state / "berth.sock")
         self.database_url = database_url
@@ -200,6 +201,7 @@ class Suite:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @contextlib.contextmanager
