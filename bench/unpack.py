@@ -104,9 +104,8 @@ def main() -> None:
         suite.cleanup()
 
     b, t, c = (median(times[k]) for k in ("berth", "tar", "containerd"))
-    print(
-        f"big image (5 layers, 83 MB gzip, 20.6k entries) onto {scratch}, median of {args.rounds} (s)"
-    )
+    print(f"big image (5 layers, 83 MB gzip, 20.6k entries) onto {scratch}")
+    print(f"median of {args.rounds} rounds (seconds)")
     print(f"  berth Diff.Apply (overlayfs) {b:7.2f}")
     print(f"  GNU tar -xzf                 {t:7.2f}   berth/tar        {b / t:5.2f}")
     print(f"  Debian containerd unpack     {c:7.2f}   berth/containerd {b / c:5.2f}")

@@ -1,0 +1,329 @@
+"""Layer media types and streaming decompression (containerd's archive/compression).
+
+A layer blob reaches the snapshots service as a stream of chunks from the
+content store. ``open_layer`` turns it into a file-like reader of the
+uncompressed tar, computing the diff ID (sha256 of the uncompressed bytes)
+as the bytes go by. Nothing is held in memory beyond one chunk and nothing
+is written to disk: a layer is read once, while it is applied.
+
+Which media types decompress how follows containerd's ``images.DiffCompression``
+plus ``compression.DecompressStream``:
+
+* the OCI ``...layer.v1.tar`` and ``...layer.nondistributable.v1.tar`` are
+  plain tar, read as is;
+* their ``+gzip`` / ``+zstd`` variants and both Docker rootfs types (``.tar``
+  and ``.tar.gzip``, also "foreign") are *sniffed*: gzip or zstd magic selects
+  the decompressor, anything else is read as plain tar. containerd does this
+  because images exist whose media type says gzip while the data is not;
+* anything else is ``NotImplemented`` (containerd: ErrNotImplemented).
+
+Hostile input: a decompression bomb cannot make a single ``read`` return more
+than the size asked for (zlib's ``max_length``; zstd's bounded stream reader),
+and a stream that ends in the middle of a gzip member or zstd frame is an
+``InvalidArgument`` ("truncated"), never a silently short layer.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import zlib
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+import zstandard
+
+from shared.content import CHUNK_SIZE
+from shared.errors import InvalidArgument, NotImplemented
+
+__all__ = ["Compression", "LayerReader", "compression_for", "open_layer"]
+
+_GZIP_MAGIC = b"\x1f\x8b\x08"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# zlib returns at most this much per call, and is fed input this big at a
+# time, so that a bomb (1000:1) costs bounded memory and small tail copies.
+_ZLIB_INPUT = 256 << 10
+
+
+class Compression(enum.Enum):
+    NONE = "none"  # plain tar, not sniffed
+    DETECT = "detect"  # gzip, zstd or plain, by magic bytes
+    GZIP = "gzip"  # detected
+    ZSTD = "zstd"  # detected
+
+
+_OCI_LAYER = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.nondistributable.v1.tar")
+_DOCKER_LAYER = (
+    "application/vnd.docker.image.rootfs.diff.tar",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+)
+
+
+def compression_for(media_type: str) -> Compression:
+    """How a layer of ``media_type`` is decompressed; NotImplemented if it is not a layer type."""
+    base, *ext = media_type.strip().split("+")
+    if base in _OCI_LAYER:
+        if not ext:
+            return Compression.NONE
+        if ext in (["gzip"], ["zstd"]):
+            return Compression.DETECT
+    elif base in _DOCKER_LAYER and not ext:
+        return Compression.DETECT
+    raise NotImplemented(f"unsupported layer media type {media_type!r}")
+
+
+class _Source:
+    """Bytes chunks from an iterator or a binary file, with a little look-ahead for sniffing."""
+
+    def __init__(self, source: Iterable[bytes] | BinaryIO) -> None:
+        if hasattr(source, "read"):
+            self._it: Iterator[bytes] = iter(lambda: source.read(CHUNK_SIZE), b"")  # type: ignore[union-attr]
+        else:
+            self._it = iter(source)  # type: ignore[arg-type]
+        self._head = b""
+        self.eof = False
+
+    def next_chunk(self) -> bytes:
+        """The next non-empty chunk, b"" at the end."""
+        if self._head:
+            head, self._head = self._head, b""
+            return head
+        if self.eof:
+            return b""
+        for chunk in self._it:
+            if chunk:
+                return bytes(chunk) if not isinstance(chunk, bytes) else chunk
+        self.eof = True
+        return b""
+
+    def peek(self, n: int) -> bytes:
+        """At least ``n`` bytes of what comes next (fewer only at the end), without consuming them."""
+        while len(self._head) < n and not self.eof:
+            chunk = b""
+            for chunk in self._it:
+                if chunk:
+                    break
+            else:
+                self.eof = True
+            self._head += chunk
+        return self._head[:n]
+
+
+class _Plain:
+    def __init__(self, src: _Source) -> None:
+        self._src = src
+        self._rest = b""
+
+    def read(self, n: int) -> bytes:
+        data = self._rest or self._src.next_chunk()
+        if len(data) > n:
+            data, self._rest = data[:n], data[n:]
+        else:
+            self._rest = b""
+        return data
+
+
+class _Gzip:
+    """Concatenated gzip members, as Go's gzip.Reader in multistream mode reads them."""
+
+    def __init__(self, src: _Source, label: str) -> None:
+        self._src = src
+        self._label = label
+        self._d: zlib._Decompress | None = None
+        self._pending = b""  # input not yet given to zlib
+        self._started = False
+
+    def read(self, n: int) -> bytes:
+        while True:
+            if self._d is None:
+                if not self._pending:
+                    self._pending = self._src.next_chunk()
+                    if not self._pending:
+                        return b""  # clean end between members
+                while len(self._pending) < 3 and not self._src.eof:
+                    self._pending += self._src.next_chunk()
+                if not self._pending.startswith(_GZIP_MAGIC):
+                    what = "trailing data after gzip stream" if self._started else "not a gzip stream"
+                    raise InvalidArgument(f"{self._label}: {what}")
+                self._d = zlib.decompressobj(31)
+                self._started = True
+            d = self._d
+            data = d.unconsumed_tail
+            if not data:
+                if not self._pending:
+                    self._pending = self._src.next_chunk()
+                    if not self._pending:
+                        raise InvalidArgument(f"{self._label}: truncated gzip stream")
+                data, self._pending = self._pending[:_ZLIB_INPUT], self._pending[_ZLIB_INPUT:]
+            try:
+                out = d.decompress(data, n)
+            except zlib.error as e:
+                raise InvalidArgument(f"{self._label}: corrupt gzip stream: {e}") from e
+            if d.eof:
+                self._pending = d.unused_data + d.unconsumed_tail + self._pending
+                self._d = None
+            if out:
+                return out
+
+
+class _ZstdFrames:
+    """Tracks zstd frame boundaries in the compressed bytes (RFC 8878, sections 3.1-3.1.1.2).
+
+    zstandard's bounded stream reader reports a stream cut inside a frame as a
+    clean end; walking the frame and block headers as the bytes pass tells
+    whether the input stopped exactly between frames.
+    """
+
+    def __init__(self) -> None:
+        self._hdr = b""  # partial header being collected
+        self._need = 4  # bytes of header wanted
+        self._state = "magic"
+        self._skip = 0  # payload bytes to pass over
+        self._checksum = False
+
+    def feed(self, data: bytes) -> None:
+        i, end = 0, len(data)
+        while i < end:
+            if self._skip:
+                step = min(self._skip, end - i)
+                self._skip -= step
+                i += step
+                continue
+            take = min(self._need - len(self._hdr), end - i)
+            self._hdr += data[i : i + take]
+            i += take
+            if len(self._hdr) == self._need:
+                self._advance()
+
+    def _advance(self) -> None:
+        h, state = self._hdr, self._state
+        self._hdr = b""
+        if state == "magic":
+            magic = int.from_bytes(h, "little")
+            if h == _ZSTD_MAGIC:
+                self._state, self._need = "fhd", 1
+            elif magic & 0xFFFFFFF0 == 0x184D2A50:
+                self._state, self._need = "skippable", 4
+            else:
+                raise ValueError("unknown frame descriptor")
+        elif state == "skippable":
+            self._skip = int.from_bytes(h, "little")
+            self._state, self._need = "magic", 4
+        elif state == "fhd":
+            fhd = h[0]
+            single = (fhd >> 5) & 1
+            fcs = (1 if single else 0, 2, 4, 8)[fhd >> 6]
+            self._checksum = bool((fhd >> 2) & 1)
+            rest = (0 if single else 1) + (0, 1, 2, 4)[fhd & 3] + fcs
+            self._skip, self._state, self._need = rest, "block", 3
+        elif state == "block":
+            v = int.from_bytes(h, "little")
+            last, kind, size = v & 1, (v >> 1) & 3, v >> 3
+            if kind == 3:
+                raise ValueError("reserved block type")
+            self._skip = 1 if kind == 1 else size
+            if last:
+                self._skip += 4 if self._checksum else 0
+                self._state, self._need = "magic", 4
+
+    @property
+    def at_boundary(self) -> bool:
+        return self._state == "magic" and not self._hdr and not self._skip
+
+
+class _Zstd:
+    def __init__(self, src: _Source, label: str) -> None:
+        self._src = src
+        self._label = label
+        self._frames = _ZstdFrames()
+        self._rest = b""
+        self._reader = zstandard.ZstdDecompressor().stream_reader(
+            self, read_size=CHUNK_SIZE, read_across_frames=True, closefd=False
+        )
+
+    # The zstandard reader pulls compressed input through this method.
+    def read(self, n: int = -1) -> bytes:  # noqa: D401 - file protocol
+        data = self._rest or self._src.next_chunk()
+        if 0 <= n < len(data):
+            data, self._rest = data[:n], data[n:]
+        else:
+            self._rest = b""
+        try:
+            self._frames.feed(data)
+        except ValueError as e:
+            raise InvalidArgument(f"{self._label}: corrupt zstd stream: {e}") from e
+        return data
+
+    def decompress(self, n: int) -> bytes:
+        try:
+            out: bytes = self._reader.read(n)
+        except zstandard.ZstdError as e:
+            raise InvalidArgument(f"{self._label}: corrupt zstd stream: {e}") from e
+        if not out and not self._frames.at_boundary:
+            raise InvalidArgument(f"{self._label}: truncated zstd stream")
+        return out
+
+
+class LayerReader:
+    """The uncompressed tar of a layer, as a read-only binary stream.
+
+    ``diff_id`` and ``size`` cover the bytes returned so far; call ``drain``
+    after the tar's end marker so trailing bytes count too (containerd hashes
+    the whole stream, not just up to the end-of-archive blocks).
+    """
+
+    def __init__(self, source: Iterable[bytes] | BinaryIO, compression: Compression, label: str) -> None:
+        src = _Source(source)
+        if compression is Compression.DETECT:
+            head = src.peek(8)
+            if head.startswith(_GZIP_MAGIC):
+                compression = Compression.GZIP
+            elif head.startswith(_ZSTD_MAGIC) or (
+                len(head) == 8 and int.from_bytes(head[:4], "little") & 0xFFFFFFF0 == 0x184D2A50
+            ):
+                compression = Compression.ZSTD
+            else:
+                compression = Compression.NONE
+        self.compression = compression
+        self.label = label
+        if compression is Compression.GZIP:
+            self._read = _Gzip(src, label).read
+        elif compression is Compression.ZSTD:
+            self._read = _Zstd(src, label).decompress
+        else:
+            self._read = _Plain(src).read
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (a chunk when ``n`` < 0); b"" only at the end."""
+        if self._eof:
+            return b""
+        data = self._read(n if n >= 0 else CHUNK_SIZE)
+        if not data:
+            self._eof = True
+            return b""
+        self._hash.update(data)
+        self.size += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        while self.read(CHUNK_SIZE):
+            pass
+
+    @property
+    def diff_id(self) -> str:
+        return f"sha256:{self._hash.hexdigest()}"
+
+
+def open_layer(
+    source: Iterable[bytes] | BinaryIO, media_type: str, *, label: str = "layer"
+) -> LayerReader:
+    """A reader of the uncompressed tar of a layer blob; ``label`` names it in errors."""
+    return LayerReader(source, compression_for(media_type), label)
