@@ -15,7 +15,7 @@ plus ``compression.DecompressStream``:
   and ``.tar.gzip``, also "foreign") are *sniffed*: gzip or zstd magic selects
   the decompressor, anything else is read as plain tar. containerd does this
   because images exist whose media type says gzip while the data is not;
-* anything else is ``NotImplemented`` (containerd: ErrNotImplemented).
+* anything else is ``Unimplemented`` (containerd: ErrNotImplemented).
 
 Hostile input: a decompression bomb cannot make a single ``read`` return more
 than the size asked for (zlib's ``max_length``; zstd's bounded stream reader),
@@ -29,14 +29,14 @@ import enum
 import hashlib
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import zstandard
 
 from shared.content import CHUNK_SIZE
-from shared.errors import InvalidArgument, NotImplemented
+from shared.errors import InvalidArgument, Unimplemented
 
-__all__ = ["Compression", "LayerReader", "compression_for", "open_layer"]
+__all__ = ["Compression", "LayerReader", "decompressor_for", "open_layer"]
 
 _GZIP_MAGIC = b"\x1f\x8b\x08"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -52,7 +52,10 @@ class Compression(enum.Enum):
     ZSTD = "zstd"  # detected
 
 
-_OCI_LAYER = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.nondistributable.v1.tar")
+_OCI_LAYER = (
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+)
 _DOCKER_LAYER = (
     "application/vnd.docker.image.rootfs.diff.tar",
     "application/vnd.docker.image.rootfs.foreign.diff.tar",
@@ -61,8 +64,8 @@ _DOCKER_LAYER = (
 )
 
 
-def compression_for(media_type: str) -> Compression:
-    """How a layer of ``media_type`` is decompressed; NotImplemented if it is not a layer type."""
+def decompressor_for(media_type: str) -> Compression:
+    """How a layer of ``media_type`` is decompressed; Unimplemented if it is not a layer type."""
     base, *ext = media_type.strip().split("+")
     if base in _OCI_LAYER:
         if not ext:
@@ -71,7 +74,7 @@ def compression_for(media_type: str) -> Compression:
             return Compression.DETECT
     elif base in _DOCKER_LAYER and not ext:
         return Compression.DETECT
-    raise NotImplemented(f"unsupported layer media type {media_type!r}")
+    raise Unimplemented(f"unsupported layer media type {media_type!r}")
 
 
 class _Source:
@@ -79,9 +82,9 @@ class _Source:
 
     def __init__(self, source: Iterable[bytes] | BinaryIO) -> None:
         if hasattr(source, "read"):
-            self._it: Iterator[bytes] = iter(lambda: source.read(CHUNK_SIZE), b"")  # type: ignore[union-attr]
+            self._it: Iterator[bytes] = iter(lambda: source.read(CHUNK_SIZE), b"")
         else:
-            self._it = iter(source)  # type: ignore[arg-type]
+            self._it = iter(source)
         self._head = b""
         self.eof = False
 
@@ -99,7 +102,7 @@ class _Source:
         return b""
 
     def peek(self, n: int) -> bytes:
-        """At least ``n`` bytes of what comes next (fewer only at the end), without consuming them."""
+        """The next ``n`` bytes (fewer only at the end), without consuming them."""
         while len(self._head) < n and not self.eof:
             chunk = b""
             for chunk in self._it:
@@ -145,7 +148,7 @@ class _Gzip:
                 while len(self._pending) < 3 and not self._src.eof:
                     self._pending += self._src.next_chunk()
                 if not self._pending.startswith(_GZIP_MAGIC):
-                    what = "trailing data after gzip stream" if self._started else "not a gzip stream"
+                    what = "trailing data after gzip stream" if self._started else "not gzip"
                     raise InvalidArgument(f"{self._label}: {what}")
                 self._d = zlib.decompressobj(31)
                 self._started = True
@@ -240,11 +243,11 @@ class _Zstd:
         self._frames = _ZstdFrames()
         self._rest = b""
         self._reader = zstandard.ZstdDecompressor().stream_reader(
-            self, read_size=CHUNK_SIZE, read_across_frames=True, closefd=False
+            cast(BinaryIO, self), read_size=CHUNK_SIZE, read_across_frames=True, closefd=False
         )
 
     # The zstandard reader pulls compressed input through this method.
-    def read(self, n: int = -1) -> bytes:  # noqa: D401 - file protocol
+    def read(self, n: int = -1) -> bytes:
         data = self._rest or self._src.next_chunk()
         if 0 <= n < len(data):
             data, self._rest = data[:n], data[n:]
@@ -274,7 +277,9 @@ class LayerReader:
     the whole stream, not just up to the end-of-archive blocks).
     """
 
-    def __init__(self, source: Iterable[bytes] | BinaryIO, compression: Compression, label: str) -> None:
+    def __init__(
+        self, source: Iterable[bytes] | BinaryIO, compression: Compression, label: str
+    ) -> None:
         src = _Source(source)
         if compression is Compression.DETECT:
             head = src.peek(8)
@@ -300,9 +305,9 @@ class LayerReader:
 
     def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes (a chunk when ``n`` < 0); b"" only at the end."""
-        if self._eof:
+        if self._eof or n == 0:
             return b""
-        data = self._read(n if n >= 0 else CHUNK_SIZE)
+        data = self._read(n if n > 0 else CHUNK_SIZE)
         if not data:
             self._eof = True
             return b""
@@ -326,4 +331,4 @@ def open_layer(
     source: Iterable[bytes] | BinaryIO, media_type: str, *, label: str = "layer"
 ) -> LayerReader:
     """A reader of the uncompressed tar of a layer blob; ``label`` names it in errors."""
-    return LayerReader(source, compression_for(media_type), label)
+    return LayerReader(source, decompressor_for(media_type), label)

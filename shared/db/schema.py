@@ -102,3 +102,51 @@ snapshot_lease_refs = Table(
     Column("snapshotter", String(64), primary_key=True),
     Column("key", String(1024), primary_key=True),
 )
+
+# ---- images service ------------------------------------------------------
+
+# Namespaces with labels. A namespace also exists while anything lives in it
+# (containerd creates namespaces on first use): Namespaces.List joins both.
+namespaces = Table(
+    "namespaces",
+    metadata,
+    Column("name", String(76), primary_key=True),
+    Column("labels", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+images = Table(
+    "images",
+    metadata,
+    Column("namespace", String(76), primary_key=True),
+    Column("name", String(1024), primary_key=True),
+    Column("media_type", String(255), nullable=False),
+    Column("digest", String(160), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("annotations", JSON, nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+Index("ix_images_digest", images.c.digest)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("namespace", String(76), primary_key=True),
+    Column("id", String(76), primary_key=True),
+    Column("labels", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# Resources added to a lease by Leases.AddResource. (What services create under a
+# lease they record themselves: content_lease_refs, snapshot_lease_refs.)
+lease_resources = Table(
+    "lease_resources",
+    metadata,
+    Column("namespace", String(76), primary_key=True),
+    Column("lease", String(76), primary_key=True),
+    Column("type", String(128), primary_key=True),  # content, ingests, snapshots/<snapshotter>
+    Column("id", String(1024), primary_key=True),
+)

@@ -86,3 +86,19 @@ def test_postgresql(postgres_url: str) -> None:
 @pytest.mark.postgres
 def test_postgresql_concurrent_migrations(postgres_url: str) -> None:
     _migrate_concurrently(postgres_url)
+
+
+def test_migrations_build_exactly_the_declared_schema(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from shared.db.schema import metadata
+
+    db = Database(f"sqlite:///{tmp_path / 'berth.db'}")
+    try:
+        migrate(db.engine)
+        with db.engine.connect() as conn:
+            differences = compare_metadata(MigrationContext.configure(conn), metadata)
+        assert differences == []
+    finally:
+        db.dispose()
