@@ -42,17 +42,18 @@ def berth_unpack(suite: Suite, images: Images, round_: int) -> float:
         ch = channel(suite.address)
         store = ContentProxy(ch)
         layers = []
-        for lay in images.layers("big"):
-            put(store, lay.path.read_bytes())
-            layers.append(Layer(Descriptor(lay.media_type, lay.digest, lay.size), lay.diff_id))
+        for image_layer in images.layers("big"):
+            put(store, image_layer.path.read_bytes())
+            blob = Descriptor(image_layer.media_type, image_layer.digest, image_layer.size)
+            layers.append(Layer(blob, image_layer.diff_id))
         sn = SnapshotterProxy(ch, "overlayfs")
         start = time.perf_counter()
         apply_layers(sn, DiffProxy(ch), layers)
         elapsed = time.perf_counter() - start
-        for chain in reversed(chain_ids([lay.diff_id for lay in layers])):
+        for chain in reversed(chain_ids([layer.diff_id for layer in layers])):
             sn.remove(chain)
-        for lay in layers:
-            store.delete(lay.blob.digest)
+        for layer in layers:
+            store.delete(layer.blob.digest)
         ch.close()
     return elapsed
 

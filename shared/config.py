@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -137,6 +138,28 @@ class Config:
 
     def plugin_config(self, plugin_id: str) -> Mapping[str, Any]:
         return self.plugins.get(plugin_id, {})
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from a Go-style duration (``"100ms"``, ``"1h30m"``) or a number of seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    if text in ("0", ""):
+        return 0.0
+    total, position = 0.0, 0
+    for match in _DURATION.finditer(text):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        position = match.end()
+    if position != len(text):
+        raise InvalidArgument(f"invalid duration {value!r}: want e.g. 100ms, 5s, 1h30m")
+    return total
 
 
 def grpc_target(address: str) -> str:

@@ -112,8 +112,13 @@ class Suite:
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
         root: Path | None = None,
+        config: str = "",
     ) -> None:
         self.dir = short_tempdir("berth-")
+        if config:
+            config_path = self.dir / "berth.toml"
+            config_path.write_text(config)
+            extra_args = ["--config", str(config_path), *(extra_args or [])]
         self.root = root or self.dir / "root"  # elsewhere to measure another filesystem
         self.state = self.dir / "state"
         self.address = str(self.state / "berth.sock")

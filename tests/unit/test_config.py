@@ -88,3 +88,17 @@ def test_missing_file() -> None:
 def test_addresses(address: str, target: str, path: str | None) -> None:
     assert config.grpc_target(address) == target
     assert config.socket_path(address) == path
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("0", 0.0), ("0ms", 0.0), ("100ms", 0.1), ("5s", 5.0), ("1h30m", 5400.0), (2, 2.0), ("1.5s", 1.5)],
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert config.parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("bad", ["5", "s", "5 s", "5x", "1h-3m"])
+def test_bad_durations(bad: str) -> None:
+    with pytest.raises(InvalidArgument, match="invalid duration"):
+        config.parse_duration(bad)

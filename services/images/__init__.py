@@ -1,0 +1,1 @@
+"""The images service: image records, namespaces, leases, the garbage collector, transfer."""

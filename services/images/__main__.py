@@ -1,0 +1,120 @@
+"""``python -m services.images``: Images, Namespaces, Leases, and the garbage collector.
+
+``python -m services.images --config FILE gc [--dry-run]`` runs one collection
+(or reports what it would remove) against the same database and services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from services.images.gc import Collector
+from services.images.gc_scheduler import GcScheduler
+from services.images.image_store import ImageRecords
+from services.images.lease_store import LeaseRecords
+from services.images.namespace_store import NamespaceRecords
+from services.images.servicers import ImagesServicer, LeasesServicer, NamespacesServicer
+from shared import plugins, topology
+from shared.api.containerd.services.images.v1 import images_pb2_grpc
+from shared.api.containerd.services.leases.v1 import leases_pb2_grpc
+from shared.api.containerd.services.namespaces.v1 import namespace_pb2_grpc
+from shared.config import Config, parse_duration
+from shared.db import Database, migrate
+from shared.events.bus import EventBus
+from shared.events.outbox import Outbox
+from shared.proxy.content import ContentProxy
+from shared.proxy.snapshots import SnapshotterProxy
+from shared.rpc import sync_client
+from shared.service import ServiceProcess, run
+from shared.snapshots import Snapshotter
+
+
+# Keys as containerd's scheduler: schedule_delay after a deletion; berth adds interval.
+GC_PLUGIN = "io.containerd.gc.v1.scheduler"
+
+
+def make_collector(config: Config, db: Database) -> Collector:
+    content = ContentProxy(sync_client.channel(config.endpoint(topology.CONTENT).address))
+    snapshots_channel = sync_client.channel(config.endpoint(topology.SNAPSHOTS).address)
+
+    def snapshotter(name: str) -> Snapshotter | None:
+        return SnapshotterProxy(snapshots_channel, name)
+
+    return Collector(db, config.node_name, content, snapshotter)
+
+
+async def setup(svc: ServiceProcess) -> None:
+    config = svc.config
+    db = Database(config.database_url)
+    svc.on_shutdown(db.dispose)
+    await asyncio.to_thread(migrate, db.engine)
+
+    bus = EventBus(config.nats_url, stream=config.events_stream, name="berth-images")
+    await bus.connect()
+    svc.on_shutdown(bus.close)
+    outbox = Outbox(bus)
+    svc.spawn(outbox.run(), name="event outbox")
+    svc.on_shutdown(outbox.flush)
+
+    gc_config = config.plugin_config(GC_PLUGIN)
+    gc = GcScheduler(
+        make_collector(config, db),
+        interval=parse_duration(gc_config.get("interval", "5m")),
+        delay=parse_duration(gc_config.get("schedule_delay", "1s")),
+    )
+    svc.spawn(gc.run(), name="garbage collector")
+    svc.spawn(gc.follow_deletions(bus), name="garbage collector triggers")
+
+    svc.add_grpc(
+        "containerd.services.images.v1.Images",
+        images_pb2_grpc.add_ImagesServicer_to_server,
+        ImagesServicer(ImageRecords(db), outbox, gc.collect_now),
+    )
+    svc.add_grpc(
+        "containerd.services.namespaces.v1.Namespaces",
+        namespace_pb2_grpc.add_NamespacesServicer_to_server,
+        NamespacesServicer(NamespaceRecords(db), outbox),
+    )
+    svc.add_grpc(
+        "containerd.services.leases.v1.Leases",
+        leases_pb2_grpc.add_LeasesServicer_to_server,
+        LeasesServicer(LeaseRecords(db), gc.collect_now),
+    )
+    svc.plugins = [
+        plugins.Plugin(plugins.METADATA, "images", exports={"database": db.dialect}),
+        plugins.Plugin(plugins.GC, "scheduler", requires=(plugins.METADATA,)),
+        plugins.Plugin(plugins.LEASE, "manager", requires=(plugins.METADATA,)),
+        *plugins.grpc_plugins(topology.IMAGES, ("images", "namespaces", "leases")),
+    ]
+
+
+def gc_command(argv: list[str]) -> int:
+    """One collection from the command line, or a dry run that only reports."""
+    from shared.service import parse_args
+
+    dry_run = "--dry-run" in argv
+    config = parse_args(topology.IMAGES, [a for a in argv if a not in ("gc", "--dry-run")])
+    db = Database(config.database_url)
+    try:
+        plan = make_collector(config, db).collect(dry_run=dry_run)
+    finally:
+        db.dispose()
+    verb = "would remove" if dry_run else "removed"
+    for ns, digest in plan.content:
+        print(f"{verb} content {ns} {digest}")
+    for ns, snapshotter, key in plan.snapshots:
+        print(f"{verb} snapshot {ns} {snapshotter} {key}")
+    for ns, lease in plan.expired_leases:
+        print(f"{verb} expired lease {ns} {lease}")
+    return 0
+
+
+def main() -> int:
+    if "gc" in sys.argv[1:]:
+        return gc_command(sys.argv[1:])
+    return run(topology.IMAGES, setup)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
