@@ -92,7 +92,15 @@ def test_addresses(address: str, target: str, path: str | None) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("0", 0.0), ("0ms", 0.0), ("100ms", 0.1), ("5s", 5.0), ("1h30m", 5400.0), (2, 2.0), ("1.5s", 1.5)],
+    [
+        ("0", 0.0),
+        ("0ms", 0.0),
+        ("100ms", 0.1),
+        ("5s", 5.0),
+        ("1h30m", 5400.0),
+        (2, 2.0),
+        ("1.5s", 1.5),
+    ],
 )
 def test_durations(text: str | int, seconds: float) -> None:
     assert config.parse_duration(text) == pytest.approx(seconds)
