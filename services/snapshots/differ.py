@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from services.snapshots import archive, compression, layerdiff
@@ -37,20 +38,29 @@ def _option(options: Sequence[str], name: str) -> str | None:
     return next((o.removeprefix(prefix) for o in options if o.startswith(prefix)), None)
 
 
+@dataclass(frozen=True)
+class _Target:
+    root: Path
+    whiteouts: archive.Whiteouts
+    parents: tuple[Path, ...] = ()  # lower layers, nearest first (overlay only)
+
+
 @contextlib.contextmanager
-def _target(mounts: Sequence[Mount], scratch: Path) -> Iterator[tuple[Path, archive.Whiteouts]]:
+def _target(mounts: Sequence[Mount], scratch: Path) -> Iterator[_Target]:
     """Where to write a layer for these mounts, and how to express deletions there."""
     if len(mounts) == 1:
         m = mounts[0]
         upper = _option(m.options, "upperdir") if m.type == "overlay" else None
         if upper:
-            yield Path(upper), archive.Whiteouts.OVERLAY
+            lowers = (_option(m.options, "lowerdir") or "").split(":")
+            parents = tuple(Path(p) for p in lowers if p)
+            yield _Target(Path(upper), archive.Whiteouts.OVERLAY, parents)
             return
         if m.type == "bind" and "ro" not in m.options:
-            yield Path(m.source), archive.Whiteouts.DELETE
+            yield _Target(Path(m.source), archive.Whiteouts.DELETE)
             return
     with mounting.temporary(mounts, scratch) as root:
-        yield root, archive.Whiteouts.DELETE
+        yield _Target(root, archive.Whiteouts.DELETE)
 
 
 class Differ:
@@ -64,8 +74,15 @@ class Differ:
             raise InvalidArgument("apply needs the mounts of the target snapshot")
         compression.decompressor_for(desc.media_type)  # unsupported types fail before any work
         chunks = self._content.read(desc.digest)
-        with _target(mounts, self._scratch) as (root, whiteouts):
-            result = archive.apply_layer(chunks, desc.media_type, root, whiteouts)
+        with _target(mounts, self._scratch) as target:
+            result = archive.apply_layer(
+                chunks,
+                desc.media_type,
+                target.root,
+                target.whiteouts,
+                parents=target.parents,
+                label=desc.digest,
+            )
         return Descriptor(MEDIA_TYPE_LAYER, result.diff_id, result.size)
 
     def diff(

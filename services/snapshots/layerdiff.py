@@ -194,7 +194,7 @@ class _Walker:
         self._stack: list[_Frame] = []
         self._inode_src: dict[tuple[int, int], str] = {}
         # unmodified names of a hard-linked inode, with the parent dirs they need
-        self._inode_refs: dict[tuple[int, int], list[tuple[str, list[_Frame]]]] = {}
+        self._inode_refs: dict[tuple[int, int], list[tuple[str, _Node, list[_Frame]]]] = {}
 
     # -- the walk
 
@@ -369,33 +369,31 @@ class _Walker:
             source = self._inode_src.get(key)
             if source is not None:
                 self._emit_parents(self._stack)
-                self._link(path, source)
+                self._header(path, node, frame.ufd, link_to=source)
                 return
             if unmodified:
-                self._inode_refs.setdefault(key, []).append((path, list(self._stack)))
+                _xattrs(frame.ufd, node)  # cached: written later, when this fd may be gone
+                self._inode_refs.setdefault(key, []).append((path, node, list(self._stack)))
                 return
             self._inode_src[key] = path
             self._emit_parents(self._stack)
             self._header(path, node, frame.ufd)
-            for extra, stack in self._inode_refs.pop(key, []):
+            for extra, extra_node, stack in self._inode_refs.pop(key, []):
                 self._emit_parents(stack)
-                self._link(extra, path)
+                self._header(extra, extra_node, -1, link_to=path)
             return
         self._emit_parents(self._stack)
         self._header(path, node, frame.ufd)
 
-    def _link(self, path: str, source: str) -> None:
-        ti = tarfile.TarInfo(path)
-        ti.type = tarfile.LNKTYPE
-        ti.linkname = source
-        self._write(ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-
-    def _header(self, path: str, node: _Node, dir_fd: int) -> None:
+    def _header(self, path: str, node: _Node, dir_fd: int, link_to: str | None = None) -> None:
+        """One entry; ``link_to``: as a hard link to that name, with the same metadata (Go's)."""
         st = node.st
         ti = tarfile.TarInfo(path + "/" if stat.S_ISDIR(st.st_mode) else path)
         fd = None
         mode = st.st_mode
-        if stat.S_ISREG(mode):
+        if link_to is not None:
+            ti.type, ti.linkname = tarfile.LNKTYPE, link_to
+        elif stat.S_ISREG(mode):
             fd = os.open(node.name, _FILE_FLAGS, dir_fd=dir_fd)
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):

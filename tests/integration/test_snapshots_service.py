@@ -96,10 +96,12 @@ def test_ctr_snapshots_commands(suite: Suite, snapshotter: str, tmp_path: Path) 
     usage = ctr("usage", "base")
     assert "base" in usage
     info = json.loads(ctr("info", "base"))
-    assert info["Kind"] == "committed"
+    assert info["Kind"] == "Committed"
     assert info["Name"] == "base"
     ctr("label", "base", "purpose=test")
-    assert json.loads(ctr("info", "base"))["Labels"] == {"purpose": "test"}
+    labels = json.loads(ctr("info", "base"))["Labels"]
+    assert labels["purpose"] == "test"
+    assert "containerd.io/gc.root" in labels  # ctr marks what it commits as a GC root
     failed = suite.ctr(
         "snapshots", "--snapshotter", snapshotter, "rm", "base", namespace=ns, check=False
     )

@@ -1,0 +1,1 @@
+"""Malicious and broken layer tars, built in memory by ``corpus.py``."""
