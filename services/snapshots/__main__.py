@@ -62,7 +62,8 @@ def load_snapshotters(
         except (BerthError, OSError) as e:
             # As containerd: a snapshotter that cannot work here is listed, not served.
             log.info("snapshotter %s not loaded: %s", name, e)
-            records.append(plugin.with_error(str(e)))
+            # ctr shows an init error that says "skip plugin" as "skip", like containerd's.
+            records.append(plugin.with_error(f"skip plugin: {e}"))
             continue
         snapshotter = Snapshotter(name, SnapshotStorage(db, config.node_name, name), backend)
         loaded[name] = snapshotter

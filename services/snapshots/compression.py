@@ -78,54 +78,70 @@ def decompressor_for(media_type: str) -> Compression:
 
 
 class _Source:
-    """Bytes chunks from an iterator or a binary file, with a little look-ahead for sniffing."""
+    """Pieces of a blob from an iterator of chunks or a binary file, bounded in size.
+
+    Pieces are cut from the current chunk by offset, so a source that hands
+    over one huge chunk costs no quadratic copying.
+    """
 
     def __init__(self, source: Iterable[bytes] | BinaryIO) -> None:
         if hasattr(source, "read"):
             self._it: Iterator[bytes] = iter(lambda: source.read(CHUNK_SIZE), b"")
         else:
             self._it = iter(source)
-        self._head = b""
+        self._chunk = b""
+        self._off = 0
         self.eof = False
 
-    def next_chunk(self) -> bytes:
-        """The next non-empty chunk, b"" at the end."""
-        if self._head:
-            head, self._head = self._head, b""
-            return head
-        if self.eof:
-            return b""
-        for chunk in self._it:
-            if chunk:
-                return bytes(chunk) if not isinstance(chunk, bytes) else chunk
-        self.eof = True
-        return b""
-
-    def peek(self, n: int) -> bytes:
-        """The next ``n`` bytes (fewer only at the end), without consuming them."""
-        while len(self._head) < n and not self.eof:
-            chunk = b""
+    def _load(self) -> bool:
+        while self._off >= len(self._chunk):
+            if self.eof:
+                return False
             for chunk in self._it:
                 if chunk:
+                    self._chunk, self._off = bytes(chunk), 0
                     break
             else:
                 self.eof = True
-            self._head += chunk
-        return self._head[:n]
+                self._chunk, self._off = b"", 0
+                return False
+        return True
+
+    def next_chunk(self, limit: int) -> bytes:
+        """Up to ``limit`` bytes of what comes next; b"" at the end."""
+        if not self._load():
+            return b""
+        chunk, off = self._chunk, self._off
+        if off == 0 and len(chunk) <= limit:
+            self._off = len(chunk)
+            return chunk
+        end = min(off + limit, len(chunk))
+        self._off = end
+        return chunk[off:end]
+
+    def unread(self, data: bytes) -> None:
+        """Put bytes back in front (look-ahead, and what follows a gzip member)."""
+        if data:
+            self._chunk, self._off = data + self._chunk[self._off :], 0
+
+    def peek(self, n: int) -> bytes:
+        """The next ``n`` bytes (fewer only at the end), without consuming them."""
+        head = b""
+        while len(head) < n:
+            piece = self.next_chunk(n - len(head))
+            if not piece:
+                break
+            head += piece
+        self.unread(head)
+        return head
 
 
 class _Plain:
     def __init__(self, src: _Source) -> None:
         self._src = src
-        self._rest = b""
 
     def read(self, n: int) -> bytes:
-        data = self._rest or self._src.next_chunk()
-        if len(data) > n:
-            data, self._rest = data[:n], data[n:]
-        else:
-            self._rest = b""
-        return data
+        return self._src.next_chunk(n)
 
 
 class _Gzip:
@@ -135,37 +151,29 @@ class _Gzip:
         self._src = src
         self._label = label
         self._d: zlib._Decompress | None = None
-        self._pending = b""  # input not yet given to zlib
         self._started = False
 
     def read(self, n: int) -> bytes:
         while True:
             if self._d is None:
-                if not self._pending:
-                    self._pending = self._src.next_chunk()
-                    if not self._pending:
-                        return b""  # clean end between members
-                while len(self._pending) < 3 and not self._src.eof:
-                    self._pending += self._src.next_chunk()
-                if not self._pending.startswith(_GZIP_MAGIC):
+                head = self._src.peek(3)
+                if not head:
+                    return b""  # clean end between members
+                if head != _GZIP_MAGIC:
                     what = "trailing data after gzip stream" if self._started else "not gzip"
                     raise InvalidArgument(f"{self._label}: {what}")
                 self._d = zlib.decompressobj(31)
                 self._started = True
             d = self._d
-            data = d.unconsumed_tail
+            data = d.unconsumed_tail or self._src.next_chunk(_ZLIB_INPUT)
             if not data:
-                if not self._pending:
-                    self._pending = self._src.next_chunk()
-                    if not self._pending:
-                        raise InvalidArgument(f"{self._label}: truncated gzip stream")
-                data, self._pending = self._pending[:_ZLIB_INPUT], self._pending[_ZLIB_INPUT:]
+                raise InvalidArgument(f"{self._label}: truncated gzip stream")
             try:
                 out = d.decompress(data, n)
             except zlib.error as e:
                 raise InvalidArgument(f"{self._label}: corrupt gzip stream: {e}") from e
             if d.eof:
-                self._pending = d.unused_data + d.unconsumed_tail + self._pending
+                self._src.unread(d.unused_data)
                 self._d = None
             if out:
                 return out
@@ -241,18 +249,13 @@ class _Zstd:
         self._src = src
         self._label = label
         self._frames = _ZstdFrames()
-        self._rest = b""
         self._reader = zstandard.ZstdDecompressor().stream_reader(
             cast(BinaryIO, self), read_size=CHUNK_SIZE, read_across_frames=True, closefd=False
         )
 
     # The zstandard reader pulls compressed input through this method.
     def read(self, n: int = -1) -> bytes:
-        data = self._rest or self._src.next_chunk()
-        if 0 <= n < len(data):
-            data, self._rest = data[:n], data[n:]
-        else:
-            self._rest = b""
+        data = self._src.next_chunk(n if n >= 0 else CHUNK_SIZE)
         try:
             self._frames.feed(data)
         except ValueError as e:

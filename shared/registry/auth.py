@@ -110,16 +110,17 @@ class DockerConfig:
                 if (found := self._helper(helpers[alias], host)) is not None:
                     return found
                 break
-        if isinstance(doc.get("credsStore"), str) and doc["credsStore"]:
-            if (found := self._helper(doc["credsStore"], host)) is not None:
-                return found
+        store = doc.get("credsStore")
+        if isinstance(store, str) and store and (found := self._helper(store, host)) is not None:
+            return found
         auths = doc.get("auths") or {}
         if not isinstance(auths, dict):
             raise InvalidArgument(f"docker config {self.path}: auths must be an object")
         for key, entry in auths.items():
-            if _hostname(key) in aliases and isinstance(entry, dict):
-                if (found := self._entry(key, entry)) is not None:
-                    return found
+            if not (_hostname(key) in aliases and isinstance(entry, dict)):
+                continue
+            if (found := self._entry(key, entry)) is not None:
+                return found
         return None
 
     def _entry(self, key: str, entry: Mapping[str, Any]) -> Credentials | None:
@@ -136,16 +137,25 @@ class DockerConfig:
                 raise InvalidArgument(
                     f"docker config {self.path}: auths[{key!r}].auth is not user:password"
                 )
-        found = Credentials(username, password, str(entry.get("identitytoken") or ""),
-                            str(entry.get("registrytoken") or ""))  # fmt: skip
+        found = Credentials(
+            username,
+            password,
+            str(entry.get("identitytoken") or ""),
+            str(entry.get("registrytoken") or ""),
+        )
         return found if found != Credentials() else None
 
     def _helper(self, name: str, host: str) -> Credentials | None:
         program = f"docker-credential-{name}"
         server = DOCKER_HUB_KEY if host in _DOCKER_HUB_HOSTS else host
         try:
-            result = subprocess.run([program, "get"], input=server, capture_output=True,
-                                    text=True, timeout=HELPER_TIMEOUT)  # fmt: skip
+            result = subprocess.run(
+                [program, "get"],
+                input=server,
+                capture_output=True,
+                text=True,
+                timeout=HELPER_TIMEOUT,
+            )
         except FileNotFoundError:
             log.warning("credential helper %s not found; skipping it for %s", program, host)
             return None
@@ -226,9 +236,7 @@ class Authorizer:
     def credentials(self, netloc: str) -> Credentials | None:
         return self._credentials(netloc)
 
-    def authorization(
-        self, netloc: str, scopes: Iterable[str], client: httpx.Client
-    ) -> str | None:
+    def authorization(self, netloc: str, scopes: Iterable[str], client: httpx.Client) -> str | None:
         """The Authorization header for a request to ``netloc``, or None (anonymous)."""
         with self._lock:
             challenge = self._challenges.get(netloc)
@@ -241,17 +249,17 @@ class Authorizer:
             return f"Bearer {creds.registry_token}"
         return f"Bearer {self._token(netloc, challenge, scopes, creds, client)}"
 
-    def unauthorized(
-        self, netloc: str, response: httpx.Response, scopes: Iterable[str]
-    ) -> None:
+    def unauthorized(self, netloc: str, response: httpx.Response, scopes: Iterable[str]) -> None:
         """Learn from a 401; the caller retries once. Raises Unauthenticated when a retry
         cannot succeed (a challenge berth cannot answer, or Basic without credentials)."""
         offered = parse_challenges(response.headers.get_list("www-authenticate"))
         usable = [c for c in offered if c.scheme == "bearer" and c.params.get("realm")]
         usable += [c for c in offered if c.scheme == "basic"]
         if not usable:
-            raise Unauthenticated(f"{netloc} wants authentication, offering no scheme berth "
-                                  f"knows ({response.headers.get('www-authenticate')!r})")  # fmt: skip
+            raise Unauthenticated(
+                f"{netloc} wants authentication, offering no scheme berth "
+                f"knows ({response.headers.get('www-authenticate')!r})"
+            )
         challenge = usable[0]
         if challenge.scheme == "basic" and not self._has_password(netloc):
             raise self.no_credentials(netloc)
@@ -267,8 +275,9 @@ class Authorizer:
     def no_credentials(self, netloc: str) -> Unauthenticated:
         if self.credentials(netloc) is None:
             where = f" in {self._where}" if self._where else ""
-            return Unauthenticated(f"{netloc} requires authentication and berth has no "
-                                   f"credentials for it{where}")  # fmt: skip
+            return Unauthenticated(
+                f"{netloc} requires authentication and berth has no credentials for it{where}"
+            )
         return Unauthenticated(f"{netloc} refused the credentials berth has for it")
 
     def _token(
@@ -305,12 +314,17 @@ class Authorizer:
         realm, service = challenge.params["realm"], challenge.params.get("service", "")
         try:
             if creds and creds.identity_token:
-                form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
-                        "client_id": OAUTH_CLIENT_ID, "service": service,
-                        "scope": " ".join(scopes)}  # fmt: skip
+                form = {
+                    "grant_type": "refresh_token",
+                    "refresh_token": creds.identity_token,
+                    "client_id": OAUTH_CLIENT_ID,
+                    "service": service,
+                    "scope": " ".join(scopes),
+                }
                 response = client.post(realm, data=form, follow_redirects=True)
             else:
-                params = [("service", service)] if service else []
+                params: list[tuple[str, str | int | float | bool | None]] = []
+                params += [("service", service)] if service else []
                 params += [("scope", s) for s in scopes]
                 auth = (creds.username, creds.password) if creds and creds.username else None
                 response = client.get(realm, params=params, auth=auth, follow_redirects=True)

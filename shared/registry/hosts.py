@@ -199,6 +199,8 @@ def _finish(config: _Config) -> RegistryHost:
 
 
 def _load_host_dir(directory: Path) -> list[_Config]:
+    if not directory.is_dir():
+        raise InvalidArgument(f"{directory}: host configuration must be a directory")
     path = directory / HOSTS_FILE
     try:
         text = path.read_text()
@@ -216,10 +218,8 @@ def _cert_files(directory: Path) -> _Config:
     config = _Config()
     try:
         names = sorted(p.name for p in directory.iterdir() if not p.is_dir())
-    except FileNotFoundError:
-        names = []
-    except NotADirectoryError as e:
-        raise InvalidArgument(f"{directory}: host configuration must be a directory") from e
+    except OSError as e:
+        raise InvalidArgument(f"{directory}: cannot list: {e}") from e
     for name in names:
         if name.endswith(".crt"):
             config.ca_files = [*(config.ca_files or []), directory / name]
@@ -290,7 +290,11 @@ def _parse_entry(server: str, base_dir: Path, table: Mapping[str, Any], where: s
 def _parse_server(config: _Config, server: str, override_path: bool, where: str) -> None:
     url = server if server.startswith("http") else "https://" + server
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+    try:
+        valid = parts.port is not None or not parts.netloc.endswith(":")
+    except ValueError:
+        valid = False
+    if not valid or parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
         raise InvalidArgument(f"{where}: invalid server {server!r}: want [http[s]://]host[/path]")
     path = posixpath.normpath(parts.path) if parts.path else ""
     path = "" if path in ("/", ".") else path
@@ -335,4 +339,3 @@ def _client_pairs(value: Any, base_dir: Path, where: str) -> list[tuple[Path, Pa
 
 def _abs(path: str, base_dir: Path) -> Path:
     return Path(path) if os.path.isabs(path) else base_dir / path
-

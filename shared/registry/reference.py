@@ -62,50 +62,55 @@ class Reference:
 
 def parse(ref: str) -> Reference:
     """Split a fully qualified reference, validating every part; InvalidArgument if bad."""
+    return _parse(ref, ref)
+
+
+def _parse(ref: str, shown: str) -> Reference:
+    """``shown`` is what the caller wrote, named in errors (normalize expands it first)."""
     if not ref or ref != ref.strip() or any(c.isspace() or ord(c) < 0x20 for c in ref):
-        raise InvalidArgument(f"invalid reference {ref!r}: empty or contains whitespace")
+        raise InvalidArgument(f"invalid reference {shown!r}: empty or contains whitespace")
     if "://" in ref:
-        raise InvalidArgument(f"invalid reference {ref!r}: must not contain a URL scheme")
+        raise InvalidArgument(f"invalid reference {shown!r}: must not contain a URL scheme")
     rest, _, digest = ref.partition("@")
     if digest:
         try:
             parse_digest(digest)
         except InvalidArgument as e:
-            raise InvalidArgument(f"invalid reference {ref!r}: {e}") from None
+            raise InvalidArgument(f"invalid reference {shown!r}: {e}") from None
     elif ref.endswith("@"):
-        raise InvalidArgument(f"invalid reference {ref!r}: empty digest after '@'")
+        raise InvalidArgument(f"invalid reference {shown!r}: empty digest after '@'")
     name, tag = rest, ""
     colon = rest.rfind(":")
     if colon > rest.rfind("/"):
         name, tag = rest[:colon], rest[colon + 1 :]
         if not _TAG.match(tag):
             raise InvalidArgument(
-                f"invalid reference {ref!r}: tag {tag!r} must match [A-Za-z0-9_][A-Za-z0-9_.-]"
+                f"invalid reference {shown!r}: tag {tag!r} must match [A-Za-z0-9_][A-Za-z0-9_.-]"
                 "{0,127}"
             )
     host, slash, repository = name.partition("/")
     if not slash:
         raise InvalidArgument(
-            f"invalid reference {ref!r}: no registry host (want host/repository[:tag], "
+            f"invalid reference {shown!r}: no registry host (want host/repository[:tag], "
             f"e.g. docker.io/library/{name or 'alpine'}:latest)"
         )
     if not _HOST.match(host):
-        raise InvalidArgument(f"invalid reference {ref!r}: {host!r} is not a valid registry host")
-    _check_repository(ref, repository)
+        raise InvalidArgument(f"invalid reference {shown!r}: {host!r} is not a valid registry host")
+    _check_repository(shown, repository)
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidArgument(
-            f"invalid reference {ref[:64]!r}...: name longer than {MAX_NAME_LENGTH} characters"
+            f"invalid reference {shown[:64]!r}...: name longer than {MAX_NAME_LENGTH} characters"
         )
     return Reference(host, repository, tag, digest)
 
 
-def _check_repository(ref: str, repository: str) -> None:
+def _check_repository(shown: str, repository: str) -> None:
     if _REPOSITORY.match(repository):
         return
     if repository.lower() != repository and _REPOSITORY.match(repository.lower()):
-        raise InvalidArgument(f"invalid reference {ref!r}: repository name must be lowercase")
+        raise InvalidArgument(f"invalid reference {shown!r}: repository name must be lowercase")
     raise InvalidArgument(
-        f"invalid reference {ref!r}: repository {repository!r} must be '/'-separated components "
+        f"invalid reference {shown!r}: repository {repository!r} must be '/'-separated components "
         "of lowercase letters and digits joined by '.', '_', '__' or '-'"
     )
 
@@ -113,6 +118,8 @@ def _check_repository(ref: str, repository: str) -> None:
 def normalize(name: str) -> str:
     """The fully qualified form of a docker-style name: ``alpine`` ->
     ``docker.io/library/alpine:latest`` (docker's ParseNormalizedNamed + TagNameOnly)."""
+    if not name:
+        raise InvalidArgument("invalid reference '': empty")
     if _HEX_IDENTIFIER.match(name):
         raise InvalidArgument(
             f"invalid reference {name!r}: a 64-character hex string is an image ID, not a name"
@@ -128,7 +135,7 @@ def normalize(name: str) -> str:
         host = DOCKER_HOST
     if host == DOCKER_HOST and "/" not in remainder.partition("@")[0].partition(":")[0]:
         remainder = OFFICIAL_PREFIX + remainder
-    reference = parse(f"{host}/{remainder}")
+    reference = _parse(f"{host}/{remainder}", name)
     if not reference.tag and not reference.digest:
         reference = Reference(reference.host, reference.repository, DEFAULT_TAG)
     return str(reference)

@@ -58,8 +58,9 @@ def endpoint_url(
 
 def is_mirror(host: RegistryHost, namespace: str) -> bool:
     """containerd's isProxy: the endpoint serves another registry's namespace."""
-    return namespace != host.host and not (namespace == "docker.io" and
-                                           host.host == "registry-1.docker.io")  # fmt: skip
+    return namespace != host.host and not (
+        namespace == "docker.io" and host.host == "registry-1.docker.io"
+    )
 
 
 def ssl_context(host: RegistryHost) -> ssl.SSLContext:
@@ -190,8 +191,14 @@ class Transport:
                 continue
             if response.status_code in RETRY_STATUSES and idempotent and attempt < attempts:
                 response.close()
-                log.info("%s %s: HTTP %d; retrying (%d/%d)", method, url,
-                         response.status_code, attempt, attempts)  # fmt: skip
+                log.info(
+                    "%s %s: HTTP %d; retrying (%d/%d)",
+                    method,
+                    url,
+                    response.status_code,
+                    attempt,
+                    attempts,
+                )
                 self.backoff_sleep(attempt, _retry_after(response))
                 continue
             return response

@@ -55,8 +55,9 @@ class Layer:
     def symlink(self, name: str, target: str) -> Layer:
         return self.add(self._info(name, tarfile.SYMTYPE, 0o777, linkname=target))
 
-    def hardlink(self, name: str, target: str) -> Layer:
-        return self.add(self._info(name, tarfile.LNKTYPE, linkname=target))
+    def hardlink(self, name: str, target: str, mode: int = 0o644, **kw: object) -> Layer:
+        # containerd applies a hard link header's owner, mode and times to the shared inode
+        return self.add(self._info(name, tarfile.LNKTYPE, mode, linkname=target, **kw))
 
     def device(self, name: str, kind: bytes, major: int = 0, minor: int = 0) -> Layer:
         return self.add(self._info(name, kind, 0o666, devmajor=major, devminor=minor))
@@ -241,19 +242,14 @@ CASES: list[Case] = [
         "hardlink-then-write",
         "a hard link to ../outside/sentinel followed by a file of the same name",
         lambda o: (
-            Layer()
-            .hardlink("hl", f"{ROOT_TO_OUTSIDE}/sentinel")
-            .file("hl", b"overwritten")
-            .bytes()
+            Layer().hardlink("hl", f"{ROOT_TO_OUTSIDE}/sentinel").file("hl", b"overwritten").bytes()
         ),
         "refused",
     ),
     Case(
         "dir-replaced-by-symlink",
         "d/ and d/a, then d -> <outside>, then d/pwned",
-        lambda o: (
-            Layer().dir("d/").file("d/a").symlink("d", str(o)).file("d/pwned").bytes()
-        ),
+        lambda o: Layer().dir("d/").file("d/a").symlink("d", str(o)).file("d/pwned").bytes(),
         "contained",
         inside=lambda o: [_in_root(o, "pwned")],
     ),

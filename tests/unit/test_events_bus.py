@@ -111,6 +111,7 @@ def test_trace_context_travels_in_headers(nats: NatsServer) -> None:
         await bus.connect()
         nc = await _raw_connect(bus.url)
         sub = await nc.subscribe(f"{bus.subject_prefix}.default.tasks.start")
+        await nc.flush()  # the server knows the subscription before we publish
         try:
             with tracer.start_as_current_span("caller") as span:
                 trace_id = format(span.get_span_context().trace_id, "032x")
