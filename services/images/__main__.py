@@ -29,7 +29,6 @@ from shared.rpc import sync_client
 from shared.service import ServiceProcess, run
 from shared.snapshots import Snapshotter
 
-
 # Keys as containerd's scheduler: schedule_delay after a deletion; berth adds interval.
 GC_PLUGIN = "io.containerd.gc.v1.scheduler"
 

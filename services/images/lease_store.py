@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
 
-from shared import content, filters, identifiers
+from shared import content, filters
 from shared import context as request_context
 from shared.db import Database
 from shared.db.schema import content_lease_refs, lease_resources, leases, snapshot_lease_refs
@@ -35,6 +35,17 @@ class LeaseAdaptor:
             value = self._lease.labels.get(".".join(path[1:]))
             return (value, True) if value is not None else ("", False)
         return "", False
+
+
+def validate_lease_id(lease_id: str) -> str:
+    """containerd takes any lease id (ctr's random ones look like ``340439221--Xgu``)."""
+    if not lease_id or len(lease_id) > 76:
+        raise InvalidArgument("lease id must be 1 to 76 characters")
+    if any(ord(c) < 0x21 or c in "/\x7f" for c in lease_id):
+        raise InvalidArgument(
+            f"lease id {lease_id!r} must not contain spaces, '/' or control characters"
+        )
+    return lease_id
 
 
 def validate_resource(resource: Resource) -> Resource:
@@ -66,7 +77,7 @@ class LeaseRecords:
     def create(self, lease_id: str, labels: Mapping[str, str]) -> Lease:
         namespace = request_context.require_namespace()
         lease_id = lease_id or f"lease-{secrets.token_hex(8)}"
-        identifiers.validate(lease_id, what="lease id")
+        validate_lease_id(lease_id)
         content.validate_labels(labels)
         now = time.time_ns()
         clean = {k: v for k, v in labels.items() if v != ""}

@@ -848,6 +848,9 @@ class _Applier:
             return
 
 
+_PREFETCH = os.environ.get("BERTH_PREFETCH", "1") == "1"
+
+
 def _entry_error(e: OSError, label: str, name: str) -> Exception:
     what = f"{label}: entry {name!r}: {e.strerror or e}"
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -874,7 +877,7 @@ def apply_layer(
     On error (InvalidArgument, UnsafeLayer, ResourceExhausted, Unimplemented
     for the media type) whatever was written stays inside ``root``: discard it.
     """
-    stream = open_layer(chunks, media_type, label=label)
+    stream = open_layer(chunks, media_type, label=label, prefetch=_PREFETCH)
     root_fd = os.open(root, _DIR_FLAGS)
     parent_fds: list[int] = []
     parent_trees: list[_Tree] = []
@@ -904,3 +907,4 @@ def apply_layer(
         for fd in parent_fds:
             os.close(fd)
         os.close(root_fd)
+        stream.close()

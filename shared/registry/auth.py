@@ -229,25 +229,26 @@ class Authorizer:
         self._credentials = credentials or (lambda host: None)
         self._where = where  # where credentials come from, for error messages
         self._lock = threading.Lock()
-        self._challenges: dict[str, Challenge] = {}
+        # netloc -> the challenge it answered with, and the header that answers it when it
+        # needs no token (Basic, or a static registry token)
+        self._challenges: dict[str, tuple[Challenge, str | None]] = {}
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
         self._fetching: dict[tuple[str, ...], threading.Lock] = {}
 
     def credentials(self, netloc: str) -> Credentials | None:
+        """Asked only when a challenge or a token fetch needs them (a helper is a process)."""
         return self._credentials(netloc)
 
     def authorization(self, netloc: str, scopes: Iterable[str], client: httpx.Client) -> str | None:
         """The Authorization header for a request to ``netloc``, or None (anonymous)."""
         with self._lock:
-            challenge = self._challenges.get(netloc)
-        if challenge is None:
+            known = self._challenges.get(netloc)
+        if known is None:
             return None
-        creds = self.credentials(netloc)
-        if challenge.scheme == "basic":
-            return basic(creds) if creds and creds.username else None
-        if creds and creds.registry_token:
-            return f"Bearer {creds.registry_token}"
-        return f"Bearer {self._token(netloc, challenge, scopes, creds, client)}"
+        challenge, header = known
+        if header is not None:
+            return header
+        return f"Bearer {self._token(netloc, challenge, scopes, client)}"
 
     def unauthorized(self, netloc: str, response: httpx.Response, scopes: Iterable[str]) -> None:
         """Learn from a 401; the caller retries once. Raises Unauthenticated when a retry
@@ -260,33 +261,30 @@ class Authorizer:
                 f"{netloc} wants authentication, offering no scheme berth "
                 f"knows ({response.headers.get('www-authenticate')!r})"
             )
-        challenge = usable[0]
-        if challenge.scheme == "basic" and not self._has_password(netloc):
-            raise self.no_credentials(netloc)
+        challenge, header = usable[0], None
+        creds = self.credentials(netloc)
+        if challenge.scheme == "basic":
+            if not (creds and creds.username):
+                raise self.no_credentials(netloc)
+            header = basic(creds)
+        elif creds and creds.registry_token:
+            header = f"Bearer {creds.registry_token}"
         with self._lock:
-            self._challenges[netloc] = challenge
+            self._challenges[netloc] = (challenge, header)
             for key in [k for k in self._tokens if k[0] == netloc]:
                 del self._tokens[key]  # refused or for other scopes: fetch afresh
-
-    def _has_password(self, netloc: str) -> bool:
-        creds = self.credentials(netloc)
-        return bool(creds and creds.username)
 
     def no_credentials(self, netloc: str) -> Unauthenticated:
         if self.credentials(netloc) is None:
             where = f" in {self._where}" if self._where else ""
             return Unauthenticated(
-                f"{netloc} requires authentication and berth has no credentials for it{where}"
+                f"{netloc} requires authentication (or the repository does not exist) and "
+                f"berth has no credentials for it{where}"
             )
         return Unauthenticated(f"{netloc} refused the credentials berth has for it")
 
     def _token(
-        self,
-        netloc: str,
-        challenge: Challenge,
-        scopes: Iterable[str],
-        creds: Credentials | None,
-        client: httpx.Client,
+        self, netloc: str, challenge: Challenge, scopes: Iterable[str], client: httpx.Client
     ) -> str:
         wanted = merge_scopes([*scopes, challenge.params.get("scope", "")])
         key = (netloc, challenge.params["realm"], challenge.params.get("service", ""), *wanted)
@@ -297,6 +295,7 @@ class Authorizer:
                 cached = self._tokens.get(key)
             if cached is not None and cached[1] > time.monotonic():
                 return cached[0]
+            creds = self.credentials(netloc)
             token, lifetime = self._fetch_token(netloc, challenge, wanted, creds, client)
             expires = time.monotonic() + lifetime - min(5.0, lifetime / 10)
             with self._lock:

@@ -28,13 +28,15 @@ from shared.registry.status import error_for, transport_error
 
 
 class Puller(Session):
+    """containerd's resolver (HEAD, else GET, the manifest) and fetcher (GET, resumable)."""
+
     def resolve(self, ref: str | Reference) -> tuple[str, Descriptor]:
         """The name and the manifest (or index) descriptor ``ref`` points at."""
         r = self._ref(ref)
         if not r.object:
             raise InvalidArgument(f"{r}: object required (a tag or a digest)")
         hosts = self._endpoints(r, Capability.PULL if r.digest else Capability.RESOLVE)
-        paths = [("manifests", r.object if not r.digest else r.digest)]
+        paths = [("manifests", r.object)]
         if r.digest:
             paths.append(("blobs", r.digest))
         first_error: BerthError | None = None
@@ -112,19 +114,19 @@ class Puller(Session):
         hosts = self._endpoints(r, Capability.PULL)
         what = f"manifest {r.name}@{desc.digest}"
         first_error: BerthError | None = None
+        not_found: NotFound | None = None
         for i, host in enumerate(hosts):
             try:
-                data = self._manifest_at(host, r, desc, what, last=i == len(hosts) - 1)
+                return self._manifest_at(host, r, desc, what, last=i == len(hosts) - 1)
+            except NotFound as e:
+                not_found = not_found or e
             except BerthError as e:
                 first_error = first_error or e
-                continue
-            if data is not None:
-                return data
-        raise first_error or NotFound(f"{what} not found in {r.host}")
+        raise first_error or not_found or NotFound(f"{what} not found in {r.host}")
 
     def _manifest_at(
         self, host: RegistryHost, r: Reference, desc: Descriptor, what: str, *, last: bool
-    ) -> bytes | None:
+    ) -> bytes:
         url = self._url(host, r, "manifests", desc.digest)
         headers = [("Accept", f"{desc.media_type}, */*")]
         response = self._send(
@@ -138,8 +140,6 @@ class Puller(Session):
             attempts=None if last else 1,
         )
         try:
-            if response.status_code == 404:
-                return None
             if response.status_code >= 300:
                 raise error_for(response, what, host.host)
             data = read_limited(response, MAX_MANIFEST_SIZE, f"{what} from {host.host}")
@@ -226,6 +226,7 @@ class Puller(Session):
         if position:
             headers.append(("Range", f"bytes={position}-"))
         first_error: BerthError | None = None
+        not_found: BerthError | None = None  # the first 404, with what the registry said
         for i, host in enumerate(hosts):
             url = self._url(host, r, "blobs", desc.digest)
             try:
@@ -245,6 +246,8 @@ class Puller(Session):
             if response.status_code in (200, 206):
                 return response, host
             error = error_for(response, what, host.host)
-            if response.status_code != 404:
+            if response.status_code == 404:
+                not_found = not_found or error
+            else:
                 first_error = first_error or error
-        raise first_error or NotFound(f"{what} not found in {r.host}")
+        raise first_error or not_found or NotFound(f"{what} not found in {r.host}")

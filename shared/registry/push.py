@@ -26,6 +26,9 @@ from shared.registry.status import error_for
 
 
 class Pusher(Session):
+    """containerd's pusher: HEAD first (nothing to do if the registry has it), then
+    mount, or POST an upload and PUT (or PATCH..., PUT) the bytes; manifests last."""
+
     def _push_host(self, r: Reference) -> RegistryHost:
         return self._endpoints(r, Capability.PUSH)[0]
 
@@ -126,36 +129,36 @@ class Pusher(Session):
         what: str,
     ) -> None:
         offset, buffer = 0, bytearray()
-
-        def patch(data: bytes) -> str:
-            response = self._send(
-                host,
-                r,
-                "PATCH",
-                location,
-                what=what,
-                push=True,
-                content=data,
-                headers=[
-                    ("Content-Type", OCTET_STREAM),
-                    ("Content-Range", f"{offset}-{offset + len(data) - 1}"),
-                ],
-                follow_redirects=False,
-                idempotent=False,
-            )
-            response.read()
-            return self._location(response, what, host)
-
         for chunk in verify_digest(chunks, desc, error=InvalidArgument):
             buffer += chunk
             while len(buffer) >= self.upload_chunk_size:
                 part = bytes(buffer[: self.upload_chunk_size])
                 del buffer[: self.upload_chunk_size]
-                location = patch(part)
+                location = self._patch(host, r, location, offset, part, what)
                 offset += len(part)
         if buffer:
-            location = patch(bytes(buffer))
+            location = self._patch(host, r, location, offset, bytes(buffer), what)
         self._commit_upload(host, r, desc, location, what, b"")
+
+    def _patch(
+        self, host: RegistryHost, r: Reference, location: str, offset: int, data: bytes, what: str
+    ) -> str:
+        """Send one chunk; the registry answers with the Location of the next step."""
+        content_range = f"{offset}-{offset + len(data) - 1}"  # inclusive, no "bytes " prefix
+        response = self._send(
+            host,
+            r,
+            "PATCH",
+            location,
+            what=what,
+            push=True,
+            content=data,
+            headers=[("Content-Type", OCTET_STREAM), ("Content-Range", content_range)],
+            follow_redirects=False,
+            idempotent=False,
+        )
+        response.read()
+        return self._location(response, what, host)
 
     def _commit_upload(
         self,
