@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import queue
-import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO, cast
@@ -274,64 +272,6 @@ class _Zstd:
         return out
 
 
-_PREFETCH_CHUNKS = 8
-
-
-class _Prefetcher:
-    """Decompresses and hashes ahead, in a thread of its own.
-
-    zlib, zstd and sha256 release the GIL, so on a second core they run while
-    the untar (Python, syscalls) goes on: a gzip layer applies in about the
-    time of its untar alone. At most ``_PREFETCH_CHUNKS`` MiB wait in between.
-    """
-
-    def __init__(self, read: Callable[[int], bytes], digest: hashlib._Hash) -> None:
-        self._read = read
-        self._digest = digest
-        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(_PREFETCH_CHUNKS)
-        self._stop = threading.Event()
-        self._rest = b""
-        self._thread = threading.Thread(target=self._run, name="layer-prefetch", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while True:
-                data = self._read(CHUNK_SIZE)
-                self._digest.update(data)
-                if not self._put(data) or not data:
-                    return
-        except BaseException as e:  # handed to the reader, raised there
-            self._put(e)
-
-    def _put(self, item: bytes | BaseException) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read(self, n: int) -> bytes:
-        data = self._rest
-        if not data:
-            item = self._queue.get()
-            if isinstance(item, BaseException):
-                self._queue.put(item)  # every later read fails the same way
-                raise item
-            data = item
-        if len(data) > n:
-            data, self._rest = data[:n], data[n:]
-        else:
-            self._rest = b""
-        return data
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 class LayerReader:
     """The uncompressed tar of a layer, as a read-only binary stream.
 
@@ -345,7 +285,6 @@ class LayerReader:
         source: Iterable[bytes] | BinaryIO,
         compression: Compression,
         label: str,
-        prefetch: bool = False,
     ) -> None:
         src = _Source(source)
         if compression is Compression.DETECT:
@@ -367,9 +306,8 @@ class LayerReader:
             read = _Zstd(src, label).decompress
         else:
             read = _Plain(src).read
+        self._read = read
         self._hash = hashlib.sha256()
-        self._prefetch = _Prefetcher(read, self._hash) if prefetch else None
-        self._read = read if self._prefetch is None else self._prefetch.read
         self.size = 0
         self._eof = False
 
@@ -381,15 +319,9 @@ class LayerReader:
         if not data:
             self._eof = True
             return b""
-        if self._prefetch is None:
-            self._hash.update(data)
+        self._hash.update(data)
         self.size += len(data)
         return data
-
-    def close(self) -> None:
-        """Stop reading ahead (the source is left where it is)."""
-        if self._prefetch is not None:
-            self._prefetch.close()
 
     def readable(self) -> bool:
         return True
@@ -408,11 +340,6 @@ def open_layer(
     media_type: str,
     *,
     label: str = "layer",
-    prefetch: bool = False,
 ) -> LayerReader:
-    """A reader of the uncompressed tar of a layer blob; ``label`` names it in errors.
-
-    ``prefetch`` decompresses and hashes in a helper thread (close the reader
-    when done); the source is then iterated from that thread.
-    """
-    return LayerReader(source, decompressor_for(media_type), label, prefetch)
+    """A reader of the uncompressed tar of a layer blob; ``label`` names it in errors."""
+    return LayerReader(source, decompressor_for(media_type), label)

@@ -54,6 +54,7 @@ __all__ = ["CompressedDigestWriter", "Sink", "write_diff"]
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _OPAQUE_XATTR = "trusted.overlay.opaque"
+_SMALL_FILE = 64 << 10
 # An upperdir written with these features does not hold whole files / real paths.
 _UNSUPPORTED_OVERLAY = ("trusted.overlay.redirect", "trusted.overlay.metacopy")
 
@@ -528,9 +529,15 @@ class _Walker:
                 minor,
                 xattrs,
             )
-            self._write(header)
-            if fd is not None:
-                self._copy(fd, size, path)
+            if fd is not None and size <= _SMALL_FILE:  # one write for header, data, padding
+                data = os.read(fd, size)
+                if len(data) != size:
+                    raise FailedPrecondition(f"{path}: shrank while the diff was written")
+                self._write(header + data + bytes(-size % 512))
+            else:
+                self._write(header)
+                if fd is not None:
+                    self._copy(fd, size, path)
         finally:
             if fd is not None:
                 os.close(fd)

@@ -61,10 +61,11 @@ class Puller(Session):
         response = self._send(host, r, "HEAD", url, what=what, headers=headers, attempts=attempts)
         if response.status_code == 404:
             return None
-        if response.status_code >= 300:
+        head_works = response.status_code != 405  # registries without HEAD: GET, as containerd
+        if response.status_code >= 300 and head_works:
             raise error_for(response, what, host.host)
         digest = r.digest
-        size = content_length(response)
+        size = content_length(response) if head_works else -1
         if not digest and (header := response.headers.get("docker-content-digest", "")):
             try:
                 parse_digest(header)
@@ -192,8 +193,13 @@ class Puller(Session):
             try:
                 skip = 0  # a server that ignores Range sends everything again
                 content_range = response.headers.get("content-range", "")
-                if received and not content_range.startswith(f"bytes {received}-"):
+                if received and not content_range:
                     skip = received
+                elif received and not content_range.startswith(f"bytes {received}-"):
+                    raise InvalidArgument(
+                        f"{host.host} answered a range request for {what} "
+                        f"with Content-Range {content_range!r}"
+                    )
                 for piece in response.iter_bytes():
                     if skip:
                         dropped = min(skip, len(piece))

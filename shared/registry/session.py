@@ -111,16 +111,19 @@ class Session:
         self._transport = Transport(
             user_agent=user_agent, timeout=timeout, max_attempts=max_attempts, backoff=backoff
         )
+        self._owns_transport = True
 
     def with_credentials(self, credentials: CredentialsFunc | None) -> Self:
         """A client that shares this one's connection pools but authenticates with
-        ``credentials`` (e.g. the auth of one CRI PullImage request). Close only the original."""
+        ``credentials`` (e.g. the auth of one CRI PullImage request); closing it is a no-op."""
         clone = copy.copy(self)
         clone._authorizer = Authorizer(credentials)
+        clone._owns_transport = False
         return clone
 
     def close(self) -> None:
-        self._transport.close()
+        if self._owns_transport:
+            self._transport.close()
 
     def __enter__(self) -> Self:
         return self
@@ -137,10 +140,8 @@ class Session:
     def _endpoints(self, ref: Reference, capability: Capability) -> list[RegistryHost]:
         hosts = [h for h in self.hosts(ref.host) if h.can(capability)]
         if not hosts:
-            raise FailedPrecondition(
-                f"no endpoint for {ref.host} has the "
-                f"{capability.name and capability.name.lower()} capability"
-            )
+            name = str(capability.name).lower()
+            raise FailedPrecondition(f"no endpoint for {ref.host} has the {name} capability")
         return hosts
 
     def _send(

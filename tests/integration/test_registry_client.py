@@ -387,6 +387,22 @@ def test_error_statuses(canned: tuple[Canned, RegistryClient]) -> None:
     assert len(server.log) == 4  # retried with backoff
 
 
+def test_head_not_allowed_and_bad_ranges(canned: tuple[Canned, RegistryClient]) -> None:
+    server, client = canned
+    server.routes[("HEAD", "/v2/g/manifests/latest")] = Reply(405, b"")
+    server.routes[("GET", "/v2/g/manifests/latest")] = Reply(200, MANIFEST, OCI)
+    assert client.resolve(f"{server.address}/g:latest")[1] == Descriptor(
+        MEDIA_TYPE_OCI_MANIFEST, digest_of(MANIFEST), len(MANIFEST)
+    )
+    blob = b"0123456789"
+    desc = Descriptor("application/octet-stream", digest_of(blob), len(blob))
+    server.routes[("GET", f"/v2/g/blobs/{desc.digest}")] = Reply(
+        206, blob[2:], {"Content-Range": "bytes 2-9/10"}
+    )
+    with pytest.raises(InvalidArgument, match="Content-Range 'bytes 2-9/10'"):
+        fetch(client, f"{server.address}/g:x", desc, offset=5)
+
+
 def test_retries_then_success(canned: tuple[Canned, RegistryClient]) -> None:
     server, client = canned
     answers = iter([Reply(503, b""), Reply(429, b"", {"Retry-After": "0"}), Reply(502, b"")])

@@ -353,6 +353,7 @@ def test_malicious_layer(tmp_path: Path, case: Case, mode: Whiteouts) -> None:
     root, outside = _prepare(tmp_path)
     blob = case.build(outside)
     before = _beside_root(tmp_path)
+    fds = len(os.listdir("/proc/self/fd"))
     try:
         apply_layer(chunked(blob), case.media_type, root, mode)
     except InvalidArgument as e:
@@ -361,6 +362,7 @@ def test_malicious_layer(tmp_path: Path, case: Case, mode: Whiteouts) -> None:
     else:
         outcome, error = "contained", None
     assert outcome == case.expect, error
+    assert len(os.listdir("/proc/self/fd")) == fds  # nothing leaked, failure or not
     assert _beside_root(tmp_path) == before
     assert (outside / "sentinel").read_bytes() == b"precious"
     for rel in case.inside(outside):
