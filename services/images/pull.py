@@ -14,10 +14,11 @@ download leaves its ingest, and the next pull continues it where it stopped
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -144,10 +145,14 @@ class Puller:
         pool: ThreadPoolExecutor,
         progress: ProgressFn,
     ) -> None:
-        config_future = pool.submit(self._blob, ref, manifest.config, source, progress)
-        layer_futures = [
-            pool.submit(self._blob, ref, layer, source, progress) for layer in manifest.layers
-        ]
+        def fetch(desc: Descriptor) -> Future[None]:
+            # Worker threads see the request's namespace and lease only if handed them.
+            return pool.submit(
+                contextvars.copy_context().run, self._blob, ref, desc, source, progress
+            )
+
+        config_future = fetch(manifest.config)
+        layer_futures = [fetch(layer) for layer in manifest.layers]
         config_future.result()
         self._label_children(desc, [manifest.config, *manifest.layers])
         config_data = b"".join(self._content.read(manifest.config.digest))

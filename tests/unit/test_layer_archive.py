@@ -246,11 +246,35 @@ def test_implicit_parent_without_parents_is_0755(tmp_path: Path) -> None:
     assert stat.S_IMODE((root / "x/y").stat().st_mode) == 0o755
 
 
-def test_opaque_keeps_ancestors_of_this_layer(tmp_path: Path) -> None:
+def test_opaque_and_whiteout_keep_what_this_layer_wrote(tmp_path: Path) -> None:
     root = tmp_path / "root"
     apply(root, Layer().dir("o/").dir("o/sub/").file("o/sub/old").file("o/old").bytes())
+    apply(root, Layer().dir("w/").file("w/old").bytes())
+    # o/sub/new comes before the marker, without an entry for o/sub: o/sub stays, emptied
     apply(root, Layer().file("o/sub/new").file("o/.wh..wh..opq", b"").bytes())
     assert sorted(p.name for p in (root / "o").rglob("*")) == ["new", "sub"]
+    # a whiteout of a directory this layer wrote into leaves only this layer's content
+    apply(root, Layer().file("w/new").file(".wh.w", b"").bytes())
+    assert os.listdir(root / "w") == ["new"]
+
+
+def test_entries_in_any_order(tmp_path: Path) -> None:
+    # children before their directory entry, and files spread over 600 directories
+    # round-robin, so the directory cache (256 entries) is evicted and refilled
+    layer = Layer().file("a/b/c", b"c").dir("a/b/", 0o700, uid=3, mtime=T0).dir("a/", 0o711)
+    for i in range(3):
+        for d in range(600):
+            layer.file(f"many/d{d}/f{i}", b"%d" % d)
+    layer.hardlink("many/link", "many/d7/f0")
+    root = tmp_path / "root"
+    apply(root, layer.bytes())
+    b = os.lstat(root / "a/b")
+    assert (stat.S_IMODE(b.st_mode), b.st_uid, b.st_mtime_ns) == (0o700, 3, T0 * 10**9)
+    assert (root / "a/b/c").read_bytes() == b"c"
+    assert stat.S_IMODE(os.lstat(root / "a").st_mode) == 0o711
+    assert sum(len(f) for _, _, f in os.walk(root / "many")) == 1801
+    assert (root / "many/d599/f2").read_bytes() == b"599"
+    assert (root / "many/link").stat().st_ino == (root / "many/d7/f0").stat().st_ino
 
 
 # -- compression
