@@ -8,29 +8,39 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 from services.images.gc import Collector
 from services.images.gc_scheduler import GcScheduler
 from services.images.image_store import ImageRecords
 from services.images.lease_store import LeaseRecords
 from services.images.namespace_store import NamespaceRecords
+from services.images.pull import Puller
 from services.images.servicers import ImagesServicer, LeasesServicer, NamespacesServicer
+from services.images.streams import StreamingServicer, StreamManager
+from services.images.transfer import TransferServicer
 from shared import plugins, topology
 from shared.api.containerd.services.images.v1 import images_pb2_grpc
 from shared.api.containerd.services.leases.v1 import leases_pb2_grpc
 from shared.api.containerd.services.namespaces.v1 import namespace_pb2_grpc
+from shared.api.containerd.services.streaming.v1 import streaming_pb2_grpc
+from shared.api.containerd.services.transfer.v1 import transfer_pb2_grpc
 from shared.config import Config, parse_duration
 from shared.db import Database, migrate
 from shared.events.bus import EventBus
 from shared.events.outbox import Outbox
 from shared.proxy.content import ContentProxy
+from shared.proxy.diff import DiffProxy
 from shared.proxy.snapshots import SnapshotterProxy
+from shared.registry import RegistryClient
 from shared.rpc import sync_client
 from shared.service import ServiceProcess, run
 from shared.snapshots import Snapshotter
 
 # Keys as containerd's scheduler: schedule_delay after a deletion; berth adds interval.
 GC_PLUGIN = "io.containerd.gc.v1.scheduler"
+# config_path: a certs.d directory (hosts.toml per registry); docker_config: a config.json.
+TRANSFER_PLUGIN = "io.containerd.transfer.v1.local"
 
 
 def make_collector(config: Config, db: Database) -> Collector:
@@ -80,11 +90,46 @@ async def setup(svc: ServiceProcess) -> None:
         leases_pb2_grpc.add_LeasesServicer_to_server,
         LeasesServicer(LeaseRecords(db), gc.collect_now),
     )
+    streams = StreamManager()
+    transfer_config = config.plugin_config(TRANSFER_PLUGIN)
+    registry = RegistryClient(
+        hosts_dir=Path(transfer_config["config_path"])
+        if transfer_config.get("config_path")
+        else None,
+        docker_config=Path(transfer_config["docker_config"])
+        if transfer_config.get("docker_config")
+        else None,
+    )
+    svc.on_shutdown(registry.close)
+    content = ContentProxy(sync_client.channel(config.endpoint(topology.CONTENT).address))
+    snapshots_channel = sync_client.channel(config.endpoint(topology.SNAPSHOTS).address)
+    puller = Puller(
+        registry,
+        content,
+        ImageRecords(db),
+        LeaseRecords(db),
+        lambda name: SnapshotterProxy(snapshots_channel, name),
+        DiffProxy(snapshots_channel),
+    )
+    svc.add_grpc(
+        "containerd.services.streaming.v1.Streaming",
+        streaming_pb2_grpc.add_StreamingServicer_to_server,
+        StreamingServicer(streams),
+    )
+    svc.add_grpc(
+        "containerd.services.transfer.v1.Transfer",
+        transfer_pb2_grpc.add_TransferServicer_to_server,
+        TransferServicer(puller, streams),
+    )
     svc.plugins = [
         plugins.Plugin(plugins.METADATA, "images", exports={"database": db.dialect}),
         plugins.Plugin(plugins.GC, "scheduler", requires=(plugins.METADATA,)),
         plugins.Plugin(plugins.LEASE, "manager", requires=(plugins.METADATA,)),
-        *plugins.grpc_plugins(topology.IMAGES, ("images", "namespaces", "leases")),
+        plugins.Plugin(plugins.TRANSFER, "local", requires=(plugins.LEASE, plugins.METADATA)),
+        plugins.Plugin(plugins.STREAMING, "manager"),
+        *plugins.grpc_plugins(
+            topology.IMAGES, ("images", "namespaces", "leases", "transfer", "streaming")
+        ),
     ]
 
 

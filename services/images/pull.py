@@ -15,6 +15,7 @@ download leaves its ingest, and the next pull continues it where it stopped
 from __future__ import annotations
 
 import contextvars
+import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from shared.content import Info, Store
 from shared.diff import Applier, Descriptor
 from shared.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from shared.images import LABEL_GC_EXPIRE, LABEL_GC_REF_SNAPSHOT, Image
-from shared.registry import RegistryClient, parse
+from shared.registry import Credentials, RegistryClient, parse
 from shared.snapshots import Snapshotter
 from shared.unpack import Layer, apply_layer, chain_ids
 
@@ -92,14 +93,26 @@ class Puller:
         self._snapshotter = snapshotter
         self._applier = applier
 
-    def pull(self, ref: str, opts: PullOptions, progress: ProgressFn = lambda p: None) -> Image:
+    def pull(
+        self,
+        ref: str,
+        opts: PullOptions,
+        progress: ProgressFn = lambda p: None,
+        credentials: Callable[[str], Credentials | None] | None = None,
+    ) -> Image:
+        """Pull ``ref``; ``credentials`` (host -> Credentials) are this pull's own, if given."""
         namespace = request_context.require_namespace()
+        # This pull's own credentials: a copy of the puller with its own registry session.
+        puller = self
+        if credentials is not None:
+            puller = copy.copy(self)
+            puller._registry = self._registry.with_credentials(credentials)
         parse(ref)  # a bad reference fails before anything is recorded
         expires = (datetime.now(UTC) + timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
         lease = self._leases.create("", {LABEL_GC_EXPIRE: expires})
         try:
             with request_context.using(namespace=namespace, lease=lease.id):
-                return self._pull(ref, opts, progress)
+                return puller._pull(ref, opts, progress)
         finally:
             self._leases.delete(lease.id)
 

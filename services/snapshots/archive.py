@@ -33,11 +33,16 @@ Where this differs from containerd, on purpose (each is a hostile or invalid lay
 * a name or hard link target whose ``..`` climbs above the root is refused
   (``UnsafeLayer``) instead of being clamped to the root;
 * names longer than PATH_MAX (4096 bytes) are refused before touching the disk,
-  where containerd fails on ENAMETOOLONG;
-* a whiteout never removes an entry of the same layer (the OCI spec: whiteouts
-  apply to lower layers only); containerd deletes it, or fails on EEXIST with
-  overlay whiteouts;
+  where containerd fails on ENAMETOOLONG; PAX and GNU long-name headers are
+  capped at 1 MiB, as Go's archive/tar does;
+* whiteouts never remove what the same layer wrote (the OCI spec: they apply to
+  lower layers only). containerd deletes such an entry, or fails on EEXIST with
+  overlay whiteouts, and its opaque marker also removes directories that this
+  layer created implicitly, with what it wrote in them;
 * GNU sparse files are refused (no layer tool writes them).
+
+Tar parsing is our own (``_TarReader``, Go's rules): it is the hot loop, and
+it lets claimed sizes be streamed through instead of trusted.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ from zlib import adler32
 
 from services.snapshots.compression import LayerReader, open_layer
 from shared.content import CHUNK_SIZE
-from shared.errors import InvalidArgument, ResourceExhausted
+from shared.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
 __all__ = ["ApplyResult", "UnsafeLayer", "Whiteouts", "apply_layer"]
 
@@ -874,6 +879,13 @@ def _entry_error(e: OSError, label: str, name: str) -> Exception:
     return InvalidArgument(what)
 
 
+def _open_dir(path: Path) -> int:
+    try:
+        return os.open(path, _DIR_FLAGS)
+    except OSError as e:
+        raise FailedPrecondition(f"cannot apply a layer in {path}: {e.strerror}") from e
+
+
 def apply_layer(
     chunks: Iterable[bytes] | BinaryIO,
     media_type: str,
@@ -881,26 +893,26 @@ def apply_layer(
     whiteouts: Whiteouts,
     *,
     parents: Sequence[Path] = (),
-    label: str = "layer",
+    label: str = "",
 ) -> ApplyResult:
     """Stream a layer blob onto ``root``; the diff ID is computed on the way.
 
     ``parents`` are the parent snapshots' directories, nearest first, used only
     to give implicitly created directories their lower metadata (containerd's
-    ``WithParents``; pass them for an overlay upperdir). ``label`` names the
-    layer in errors (e.g. its digest).
+    ``WithParents``; pass them for an overlay upperdir). ``label``, the blob's
+    digest, names the layer in errors ("layer sha256:..: truncated gzip stream").
 
     On error (InvalidArgument, UnsafeLayer, ResourceExhausted, Unimplemented
     for the media type) whatever was written stays inside ``root``: discard it.
     """
     stream = open_layer(chunks, media_type, label=label)
-    root_fd = os.open(root, _DIR_FLAGS)
+    root_fd = _open_dir(root)
     parent_fds: list[int] = []
     parent_trees: list[_Tree] = []
     applier: _Applier | None = None
     try:
         for p in parents:
-            parent_fds.append(os.open(p, _DIR_FLAGS))
+            parent_fds.append(_open_dir(p))
             parent_trees.append(_Tree(parent_fds[-1]))
         applier = _Applier(root_fd, whiteouts, parent_trees)
         tar = _TarReader(stream)
@@ -908,11 +920,11 @@ def apply_layer(
             try:
                 applier.apply(h, tar)
             except OSError as e:
-                raise _entry_error(e, label, h.name) from e
+                raise _entry_error(e, stream.label, h.name) from e
         try:
             applier.finish()
         except OSError as e:
-            raise _entry_error(e, label, "directory times") from e
+            raise _entry_error(e, stream.label, "directory times") from e
         stream.drain()
         return ApplyResult(stream.diff_id, stream.size, applier.entries)
     finally:

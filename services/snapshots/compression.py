@@ -298,7 +298,8 @@ class LayerReader:
             else:
                 compression = Compression.NONE
         self.compression = compression
-        self.label = label
+        self.label = f"layer {label}" if label else "layer"
+        label = self.label
         read: Callable[[int], bytes]
         if compression is Compression.GZIP:
             read = _Gzip(src, label).read
@@ -339,7 +340,10 @@ def open_layer(
     source: Iterable[bytes] | BinaryIO,
     media_type: str,
     *,
-    label: str = "layer",
+    label: str = "",
 ) -> LayerReader:
-    """A reader of the uncompressed tar of a layer blob; ``label`` names it in errors."""
+    """A reader of the uncompressed tar of a layer blob; ``label`` (its digest) names it in errors.
+
+    Errors read "layer sha256:ab..: truncated gzip stream".
+    """
     return LayerReader(source, decompressor_for(media_type), label)

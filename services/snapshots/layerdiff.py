@@ -2,8 +2,9 @@
 
 ``write_diff(lower, upper, out)`` writes an uncompressed PAX tar of what
 changed from ``lower`` to ``upper``: added and modified entries in full,
-deletions as ``.wh.<name>`` whiteouts, a directory whose lower content is all
-gone as one ``.wh..wh..opq``. Entries come in sorted path order (byte-wise,
+deletions as ``.wh.<name>`` whiteouts, a directory whose lower content was
+replaced entirely (none of its lower names is left, it has new ones) as one
+``.wh..wh..opq`` before its new content. Entries come in sorted path order (byte-wise,
 parents first) and each entry's parent directories precede it, so applying
 the tar in order (``archive.apply_layer``) onto ``lower`` gives ``upper``.
 
@@ -13,7 +14,9 @@ Two ways to find the changes, as containerd:
   already *is* the change set (continuity's ``DiffDirChanges``): a 0:0
   character device is a deletion and ``trusted.overlay.opaque=y`` an opaque
   directory; ``lower`` (the merged parent, or None) is only consulted to skip
-  directories that did not change and whiteouts of what never existed.
+  directories that did not change and whiteouts of what never existed. An
+  upperdir written with ``redirect_dir`` or ``metacopy`` is refused: it does
+  not hold the change set.
 * otherwise both trees are walked side by side (continuity's double walk).
   An entry changed if its type, mode, owner, device number, xattrs, size,
   mtime or link target differ. Regular files with equal size and mtime are
@@ -578,6 +581,9 @@ def write_diff(
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE):
                 raise ResourceExhausted(f"diff of {upper}: {e.strerror}") from e
+            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                what = f"diff of {upper}: changed while it was written ({e.strerror})"
+                raise FailedPrecondition(what) from e
             raise
         finally:
             for frame in walker._stack[1:]:

@@ -189,7 +189,13 @@ class Puller(Session):
         what = f"blob {r.name}@{desc.digest}"
         received, failures, pending = offset, 0, bytearray()
         while received < desc.size:
-            response, host = self._open_blob(hosts, r, desc, what, received)
+            try:
+                response, host = self._open_blob(hosts, r, desc, what, received)
+            except BerthError:
+                if pending:  # as below: what arrived is the caller's to keep
+                    yield bytes(pending)
+                    pending.clear()
+                raise
             try:
                 skip = 0  # a server that ignores Range sends everything again
                 content_range = response.headers.get("content-range", "")
@@ -218,6 +224,10 @@ class Puller(Session):
             except httpx.TransportError as e:
                 failures += 1
                 if failures >= self._transport.max_attempts:
+                    if pending:
+                        # Hand over what did arrive: a content ingest keeps it for the next try.
+                        yield bytes(pending)
+                        pending.clear()
                     raise transport_error(e, f"GET {what}", host.host) from e
                 self._transport.backoff_sleep(failures)
             finally:

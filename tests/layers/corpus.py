@@ -247,6 +247,31 @@ CASES: list[Case] = [
         "refused",
     ),
     Case(
+        "hardlink-to-symlink",
+        "s -> <outside>/sentinel, hl hard-linked to s with mode 4777, then a file hl",
+        lambda o: (
+            Layer()
+            .symlink("s", _abs(o, "sentinel"))
+            .hardlink("hl", "s", 0o4777)
+            .file("hl", b"overwritten")
+            .bytes()
+        ),
+        "contained",
+        inside=lambda o: ["hl", "s"],
+    ),
+    Case(
+        "hardlink-to-directory",
+        "hl hard-linked to a directory",
+        lambda o: Layer().dir("d/").hardlink("hl", "d").bytes(),
+        "refused",
+    ),
+    Case(
+        "name-too-long",
+        "a PAX path of 5000 bytes (PATH_MAX is 4096)",
+        lambda o: Layer().file("a/" * 2500).bytes(),
+        "refused",
+    ),
+    Case(
         "dir-replaced-by-symlink",
         "d/ and d/a, then d -> <outside>, then d/pwned",
         lambda o: Layer().dir("d/").file("d/a").symlink("d", str(o)).file("d/pwned").bytes(),
@@ -264,6 +289,12 @@ CASES: list[Case] = [
         "whiteout-dotdot",
         "a whiteout named .wh.. (hides '..')",
         lambda o: Layer().file(".wh..", b"").bytes(),
+        "refused",
+    ),
+    Case(
+        "whiteout-empty",
+        "a whiteout named .wh. (hides its own directory)",
+        lambda o: Layer().dir("a/").file("a/.wh.", b"").bytes(),
         "refused",
     ),
     Case(
