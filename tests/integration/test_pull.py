@@ -179,7 +179,7 @@ def test_an_interrupted_pull_resumes_in_the_next(
 def test_unknown_image_and_bad_reference(suite: Suite, registry: Registry) -> None:
     with pytest.raises(NotFound):
         pull(suite, "missing", registry.ref("no-such-image"))
-    with pytest.raises(BerthError, match="invalid|reference"):
+    with pytest.raises(BerthError, match=r"invalid|reference"):
         pull(suite, "missing", "not a reference")
     assert image_digests(suite, "missing") == {}
 
