@@ -289,3 +289,33 @@ def test_proxy_plugin_snapshotter(nats: NatsServer) -> None:
             external.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("case_name", ["dotdot-traversal", "hardlink-dotdot", "symlink-escape-relative",
+                                       "truncated-gzip", "huge-size-truncated"])  # fmt: skip
+def test_hostile_layers_through_the_service(suite: Suite, case_name: str, tmp_path: Path) -> None:
+    """Diff.Apply of a malicious layer: refused or contained, and nothing outside changes."""
+    from tests.layers.corpus import CASES
+
+    case = next(c for c in CASES if c.name == case_name)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "sentinel").write_text("untouched")
+    blob = case.build(outside)
+    with context.using(namespace="hostile"):
+        ch = channel(suite.address)
+        store = ContentProxy(ch)
+        put(store, blob)
+        sn = SnapshotterProxy(ch, "overlayfs")
+        sn.prepare(f"hostile-{case_name}")
+        desc = Descriptor(
+            case.media_type, f"sha256:{__import__('hashlib').sha256(blob).hexdigest()}", len(blob)
+        )
+        if case.expect == "refused":
+            with pytest.raises(InvalidArgument):
+                DiffProxy(ch).apply(desc, sn.mounts(f"hostile-{case_name}"))
+        else:
+            DiffProxy(ch).apply(desc, sn.mounts(f"hostile-{case_name}"))
+        sn.remove(f"hostile-{case_name}")
+    assert sorted(p.name for p in outside.iterdir()) == ["sentinel"]
+    assert (outside / "sentinel").read_text() == "untouched"
