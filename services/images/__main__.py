@@ -16,6 +16,7 @@ from services.images.image_store import ImageRecords
 from services.images.lease_store import LeaseRecords
 from services.images.namespace_store import NamespaceRecords
 from services.images.pull import Puller
+from services.images.push import Pusher
 from services.images.servicers import ImagesServicer, LeasesServicer, NamespacesServicer
 from services.images.streams import StreamingServicer, StreamManager
 from services.images.transfer import TransferServicer
@@ -119,7 +120,7 @@ async def setup(svc: ServiceProcess) -> None:
     svc.add_grpc(
         "containerd.services.transfer.v1.Transfer",
         transfer_pb2_grpc.add_TransferServicer_to_server,
-        TransferServicer(puller, streams),
+        TransferServicer(puller, Pusher(registry, content, ImageRecords(db)), streams),
     )
     svc.plugins = [
         plugins.Plugin(plugins.METADATA, "images", exports={"database": db.dialect}),

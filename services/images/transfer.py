@@ -29,6 +29,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from services.images.pull import Progress, Puller, PullOptions
+from services.images.push import Pusher
 from services.images.streams import Stream, StreamManager
 from shared import oci, typeurl
 from shared.api.containerd.services.transfer.v1 import transfer_pb2, transfer_pb2_grpc
@@ -53,8 +54,9 @@ def _platforms(msgs: Any) -> list[oci.Platform] | None:
 
 
 class TransferServicer(transfer_pb2_grpc.TransferServicer):
-    def __init__(self, puller: Puller, streams: StreamManager) -> None:
+    def __init__(self, puller: Puller, pusher: Pusher, streams: StreamManager) -> None:
         self._puller = puller
+        self._pusher = pusher
         self._streams = streams
 
     async def Transfer(
@@ -72,6 +74,12 @@ class TransferServicer(transfer_pb2_grpc.TransferServicer):
                 await self._pull(
                     typeurl.unpack_as(request.source, registry_pb2.OCIRegistry),
                     typeurl.unpack_as(request.destination, imagestore_pb2.ImageStore),
+                    progress_stream,
+                )
+            elif (source, destination) == (IMAGE_STORE, OCI_REGISTRY):
+                await self._push(
+                    typeurl.unpack_as(request.source, imagestore_pb2.ImageStore),
+                    typeurl.unpack_as(request.destination, registry_pb2.OCIRegistry),
                     progress_stream,
                 )
             else:
@@ -120,6 +128,29 @@ class TransferServicer(transfer_pb2_grpc.TransferServicer):
             image = self._puller.pull(source.reference, options, report, credentials)
             if image.name != name:
                 log.debug("pulled %s as %s", source.reference, image.name)
+
+        await asyncio.to_thread(contextvars.copy_context().run, work)
+
+    async def _push(
+        self,
+        source: imagestore_pb2.ImageStore,
+        destination: registry_pb2.OCIRegistry,
+        progress_stream: Stream | None,
+    ) -> None:
+        if not source.name or not destination.reference:
+            raise InvalidArgument("push needs an image name and a target reference")
+        loop = asyncio.get_running_loop()
+        report = self._reporter(loop, progress_stream)
+        auth = (
+            await self._streams.get(destination.resolver.auth_stream)
+            if destination.resolver.auth_stream
+            else None
+        )
+        credentials = self._credentials(loop, auth, destination.reference) if auth else None
+        platforms = _platforms(source.platforms)
+
+        def work() -> None:
+            self._pusher.push(source.name, destination.reference, platforms, report, credentials)
 
         await asyncio.to_thread(contextvars.copy_context().run, work)
 

@@ -130,6 +130,45 @@ class TransferClient:
             for stream in streams:
                 stream.close()
 
+    def push(
+        self,
+        name: str,
+        reference: str,
+        *,
+        platforms: Sequence[Platform] = (),
+        progress: ProgressFn | None = None,
+        credentials: CredentialsFn | None = None,
+    ) -> None:
+        """Push the image ``name`` of the namespace to ``reference``."""
+        streams: list[_SideStream] = []
+        try:
+            options = transfer_pb2.TransferOptions()
+            if progress is not None:
+                streams.append(_SideStream(self._streaming, _progress_handler(progress)))
+                options.progress_stream = streams[-1].name
+            resolver = registry_pb2.RegistryResolver()
+            if credentials is not None:
+                streams.append(_SideStream(self._streaming, _auth_handler(credentials)))
+                resolver.auth_stream = streams[-1].name
+            plats = [
+                platform_pb2.Platform(os=p.os, architecture=p.architecture, variant=p.variant)
+                for p in platforms
+            ]
+            request = transfer_pb2.TransferRequest(
+                source=typeurl.pack(imagestore_pb2.ImageStore(name=name, platforms=plats)),
+                destination=typeurl.pack(
+                    registry_pb2.OCIRegistry(reference=reference, resolver=resolver)
+                ),
+                options=options,
+            )
+            try:
+                self._transfer.Transfer(request)
+            except grpc.RpcError as e:
+                raise to_native(e) from e
+        finally:
+            for stream in streams:
+                stream.close()
+
 
 def _progress_handler(progress: ProgressFn) -> Callable[[message.Message], message.Message | None]:
     def handle(msg: message.Message) -> None:

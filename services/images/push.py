@@ -1,0 +1,99 @@
+"""Server-side push: an image record's tree from the content store to a registry.
+
+Children before parents, as registries require: layers and configs, then the
+platform manifests (by digest), then the root (index or manifest) under the
+target tag. A blob the registry already has is skipped; one that came from
+another repository of the same registry is mounted across instead of
+uploaded (the ``containerd.io/distribution.source.<host>`` label says where
+it came from).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from services.images.image_store import ImageRecords
+from services.images.pull import Progress, ProgressFn, blob_ref
+from shared import oci
+from shared.content import Store
+from shared.diff import Descriptor
+from shared.errors import NotFound
+from shared.registry import Credentials, Reference, RegistryClient, parse
+
+log = logging.getLogger(__name__)
+
+
+class Pusher:
+    def __init__(self, registry: RegistryClient, content: Store, images: ImageRecords) -> None:
+        self._registry = registry
+        self._content = content
+        self._images = images
+
+    def push(
+        self,
+        name: str,
+        target: str,
+        platforms: Sequence[oci.Platform] | None = None,
+        progress: ProgressFn = lambda p: None,
+        credentials: Callable[[str], Credentials | None] | None = None,
+    ) -> Descriptor:
+        """Push the image ``name`` to the reference ``target``; returns the root descriptor."""
+        registry = (
+            self._registry if credentials is None else self._registry.with_credentials(credentials)
+        )
+        image = self._images.get(name)
+        ref = parse(target)
+        root = image.target
+        progress(Progress(target, "pushing", total=root.size))
+        data = self._read(root)
+        if root.media_type in oci.INDEXES:
+            entries = oci.index_entries(data)
+            chosen = oci.select_manifests(entries, platforms)
+            for entry in entries:
+                if not self._present(entry.desc):
+                    if platforms is not None and entry in chosen:
+                        raise NotFound(f"{name}: the {entry.platform} manifest was never pulled")
+                    # A platform never pulled: the registry may still take the index.
+                    continue
+                if entry in chosen:
+                    self._push_manifest_tree(registry, ref, entry.desc, progress)
+        elif root.media_type in oci.MANIFESTS:
+            self._push_tree_blobs(registry, ref, oci.parse_manifest(data), progress)
+        registry.push_manifest(str(ref), root.media_type, data)
+        progress(Progress(target, "complete", root.size, root.size))
+        return root
+
+    def _present(self, desc: Descriptor) -> bool:
+        try:
+            self._content.info(desc.digest)
+        except NotFound:
+            return False
+        return True
+
+    def _read(self, desc: Descriptor) -> bytes:
+        return b"".join(self._content.read(desc.digest))
+
+    def _push_manifest_tree(
+        self, registry: RegistryClient, ref: Reference, desc: Descriptor, progress: ProgressFn
+    ) -> None:
+        data = self._read(desc)
+        self._push_tree_blobs(registry, ref, oci.parse_manifest(data), progress)
+        by_digest = parse(f"{ref.host}/{ref.repository}@{desc.digest}")
+        registry.push_manifest(str(by_digest), desc.media_type, data)
+
+    def _push_tree_blobs(
+        self, registry: RegistryClient, ref: Reference, manifest: oci.Manifest, progress: ProgressFn
+    ) -> None:
+        for desc in [*manifest.layers, manifest.config]:
+            name = blob_ref(desc)
+            if registry.blob_exists(ref, desc):
+                progress(Progress(name, "exists", desc.size, desc.size))
+                continue
+            info = self._content.info(desc.digest)
+            source = info.labels.get(f"{oci.LABEL_DISTRIBUTION_SOURCE}{ref.host}")
+            mount_from = source if source and source != ref.repository else None
+            progress(Progress(name, "uploading", 0, desc.size))
+            chunks = self._content.read(desc.digest)
+            result = registry.push_blob(ref, desc, chunks, mount_from=mount_from)
+            progress(Progress(name, result, desc.size, desc.size))
