@@ -18,7 +18,7 @@ from google.protobuf import field_mask_pb2
 
 from shared.api.containerd.services.content.v1 import content_pb2 as api
 from shared.api.containerd.services.content.v1 import content_pb2_grpc
-from shared.content import Info, Status
+from shared.content import CHUNK_SIZE, Info, Status
 from shared.errors import FailedPrecondition
 from shared.pbutil import nanos, timestamp
 from shared.rpc.status import to_native
@@ -132,12 +132,18 @@ class ProxyWriter:
         return reply.digest
 
     def write(self, data: bytes) -> int:
-        reply = self._send(
-            api.WriteContentRequest(action=api.WRITE, ref=self._ref, offset=self._offset, data=data)
-        )
-        written = reply.offset - self._offset
-        self._offset = reply.offset
-        return written
+        # Messages stay under the 16 MiB gRPC limit: large writes go in CHUNK_SIZE pieces.
+        view = memoryview(data)
+        start = self._offset
+        for at in range(0, len(view), CHUNK_SIZE):
+            piece = bytes(view[at : at + CHUNK_SIZE])
+            reply = self._send(
+                api.WriteContentRequest(
+                    action=api.WRITE, ref=self._ref, offset=self._offset, data=piece
+                )
+            )
+            self._offset = reply.offset
+        return self._offset - start
 
     def truncate(self, size: int) -> None:
         reply = self._send(api.WriteContentRequest(action=api.WRITE, ref=self._ref, offset=size))

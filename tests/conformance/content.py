@@ -253,3 +253,11 @@ class ContentStoreConformance:
             store.update(type(info)(digest, 0, 0, 0, {"k": "v" * 5000}), ["labels.k"])
         with pytest.raises(NotFound):
             store.update(type(info)(digest_of(b"nope"), 0, 0, 0, {}), ["labels"])
+
+    def test_large_writes(self, store: Store) -> None:
+        """One write bigger than a gRPC message (16 MiB) still lands whole."""
+        data = os.urandom(20 << 20)
+        digest = put(store, data)
+        assert store.info(digest).size == len(data)
+        assert hashlib.sha256(read_all(store, digest)).hexdigest() == digest.split(":")[1]
+        store.delete(digest)
