@@ -69,12 +69,9 @@ def main() -> None:
     b, c = median(times["berth"]), median(times["containerd"])
     print(f"cold pull + unpack of big (83 MB gzip, 5 layers) onto {scratch}")
     print(f"median of {args.rounds} rounds (seconds)")
-    print(
-        f"  berth (Transfer, server side) {b:7.2f}   {' '.join(f'{t:.2f}' for t in times['berth'])}"
-    )
-    print(
-        f"  containerd (ctr pull)         {c:7.2f}   {' '.join(f'{t:.2f}' for t in times['containerd'])}"
-    )
+    runs = {k: " ".join(f"{t:.2f}" for t in v) for k, v in times.items()}
+    print(f"  berth (Transfer, server side) {b:7.2f}   runs: {runs['berth']}")
+    print(f"  containerd (ctr pull)         {c:7.2f}   runs: {runs['containerd']}")
     print(f"  berth / containerd            {b / c:7.2f}")
 
 
