@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -115,11 +116,18 @@ class Reaper:
             except InterruptedError:
                 continue
             at = now_ns()
-            for watch in list(self.watchers):
-                watch(pid, status, at)
             with self.lock:
                 self.exits[pid] = (status, at)
+                while len(self.exits) > 4096:  # orphans nobody waits for
+                    del self.exits[next(iter(self.exits))]
                 self.lock.notify_all()
+            for watch in list(self.watchers):
+                watch(pid, status, at)
+
+    def exited(self, pid: int) -> tuple[int, int] | None:
+        """The exit of ``pid`` if it already happened (a process that died very young)."""
+        with self.lock:
+            return self.exits.pop(pid, None)
 
 
 def run_command(
@@ -364,6 +372,7 @@ class Task:
             *config.get("runtime_args", []),
         ]  # fmt: skip
         self.criu: str = config.get("criu", "")
+        self.console_dir: str = config.get("console_dir", task_dir)
         self.reaper = reaper
         self.lock = threading.RLock()
         self.processes: dict[str, Process] = {INIT: Process(INIT, config.get("stdio", {}))}
@@ -384,7 +393,9 @@ class Task:
 
     def _launch(self, proc: Process, argv_tail: list[str]) -> None:
         pid_file = os.path.join(self.dir, f"{proc.exec_id or 'init'}.pid")
-        console = os.path.join(self.dir, f"{proc.exec_id or 'init'}.console")
+        # Socket paths are limited to 107 bytes: a short hashed name in a short directory.
+        tag = hashlib.sha256(f"{self.dir}/{proc.exec_id}".encode()).hexdigest()[:16]
+        console = os.path.join(self.console_dir, f"{tag}.console")
         fds, listener, to_close = proc.prepare_stdio(console)
         args = [*argv_tail[:-1], "--pid-file", pid_file]
         if listener is not None:
@@ -398,7 +409,7 @@ class Task:
             )
             receiver.start()
         try:
-            pid = self.reaper.spawn([*self.runtime, *args], fds, cwd=self.bundle)
+            pid = self.reaper.spawn([*self.runtime, *args], fds)
             status = self.reaper.wait(pid, 120)
         finally:
             for fd in to_close:
@@ -420,6 +431,11 @@ class Task:
             proc.attach_pty(pty_box[0])
         with open(pid_file) as f:
             proc.pid = int(f.read().strip())
+        early = self.reaper.exited(proc.pid)
+        if early is not None:  # gone before we knew its pid: report it now
+            threading.Thread(
+                target=self._finish, args=(proc, exit_code(early[0]), early[1]), daemon=True
+            ).start()
 
     def create(self, req: dict[str, Any]) -> dict[str, Any]:
         init = self.processes[INIT]
@@ -718,7 +734,7 @@ def main() -> None:
     task = Task(task_dir, config, reaper)
     threading.Thread(target=reaper.run, name="reaper", daemon=True).start()
 
-    sock_path = os.path.join(task_dir, "shim.sock")
+    sock_path = config.get("socket") or os.path.join(task_dir, "shim.sock")
     if os.path.exists(sock_path):
         os.unlink(sock_path)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -149,4 +150,27 @@ lease_resources = Table(
     Column("lease", String(76), primary_key=True),
     Column("type", String(128), primary_key=True),  # content, ingests, snapshots/<snapshotter>
     Column("id", String(1024), primary_key=True),
+)
+
+# ---- runtime service -----------------------------------------------------
+
+# containerd's container records. Protobuf Any values are kept as type URL + bytes.
+containers = Table(
+    "containers",
+    metadata,
+    Column("namespace", String(76), primary_key=True),
+    Column("id", String(76), primary_key=True),
+    Column("labels", JSON, nullable=False),
+    Column("image", String(1024), nullable=False),
+    Column("runtime_name", String(255), nullable=False),
+    Column("runtime_options_type", String(255), nullable=False),
+    Column("runtime_options", LargeBinary, nullable=False),
+    Column("spec_type", String(255), nullable=False),
+    Column("spec", LargeBinary, nullable=False),
+    Column("snapshotter", String(64), nullable=False),
+    Column("snapshot_key", String(1024), nullable=False),
+    Column("extensions", JSON, nullable=False),  # name -> [type URL, base64 value]
+    Column("sandbox", String(76), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
 )

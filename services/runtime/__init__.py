@@ -1,0 +1,1 @@
+"""The runtime service: container records and tasks, one shim per task."""
