@@ -6,7 +6,6 @@ import os
 import pty
 import select
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,10 +16,10 @@ NS = "runtime"
 
 
 @pytest.fixture(scope="module")
-def busybox(suite: Suite, registry: Registry) -> Iterator[str]:
+def busybox(suite: Suite, registry: Registry) -> str:
     ref = registry.ref("busybox")
     suite.ctr("images", "pull", "--plain-http", ref, namespace=NS)
-    yield ref
+    return ref
 
 
 def ctr(
