@@ -102,6 +102,32 @@ class NatsServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def remove_tasks(state: Path) -> list[str]:
+    """Containers outlive berth by design; a test's must not outlive the test.
+
+    For every task left under ``state``: the runtime deletes the container (its
+    processes and cgroups), the shim is killed by PID, the rootfs unmounted.
+    """
+    removed = []
+    for shim_json in sorted(state.glob("runtime/tasks/*/*/shim.json")):
+        task_dir = shim_json.parent
+        config = json.loads(shim_json.read_text())
+        subprocess.run(
+            [config["runtime"], "--root", config["runtime_root"], "delete", "--force", config["id"]],
+            capture_output=True, timeout=60,
+        )  # fmt: skip
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+            os.kill(int((task_dir / "shim.pid").read_text()), signal.SIGKILL)
+        subprocess.run(["umount", "-l", str(task_dir / "rootfs")], capture_output=True)
+        removed.append(f"{task_dir.parent.name}/{task_dir.name}")
+    # runc makes a cgroup per namespace (cgroupsPath /<ns>/<id>); remove the now-empty ones.
+    for runc_root in state.glob("runtime/runc/*"):
+        for controller in Path("/sys/fs/cgroup").iterdir():
+            with contextlib.suppress(OSError):
+                (controller / runc_root.name).rmdir()
+    return removed
+
+
 class Suite:
     """``berthd`` on temporary root and state directories."""
 
@@ -198,6 +224,7 @@ class Suite:
                 self.process.wait()
         if self.process is not None and self.process.stdout is not None:
             self.process.stdout.close()
+        remove_tasks(self.state)
         leaked = [pid for pid in sorted(self._seen_pids) if pid_alive(pid)]
         for pid in leaked:
             with contextlib.suppress(ProcessLookupError):

@@ -10,6 +10,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+from services.images.archive_export import ArchiveExporter
+from services.images.archive_import import ArchiveImporter
 from services.images.gc import Collector
 from services.images.gc_scheduler import GcScheduler
 from services.images.image_store import ImageRecords
@@ -112,6 +114,13 @@ async def setup(svc: ServiceProcess) -> None:
         lambda name: SnapshotterProxy(snapshots_channel, name),
         DiffProxy(snapshots_channel),
     )
+    importer = ArchiveImporter(
+        content,
+        ImageRecords(db),
+        LeaseRecords(db),
+        lambda name: SnapshotterProxy(snapshots_channel, name),
+        DiffProxy(snapshots_channel),
+    )
     svc.add_grpc(
         "containerd.services.streaming.v1.Streaming",
         streaming_pb2_grpc.add_StreamingServicer_to_server,
@@ -120,7 +129,13 @@ async def setup(svc: ServiceProcess) -> None:
     svc.add_grpc(
         "containerd.services.transfer.v1.Transfer",
         transfer_pb2_grpc.add_TransferServicer_to_server,
-        TransferServicer(puller, Pusher(registry, content, ImageRecords(db)), streams),
+        TransferServicer(
+            puller,
+            Pusher(registry, content, ImageRecords(db)),
+            streams,
+            importer,
+            ArchiveExporter(content, ImageRecords(db)),
+        ),
     )
     svc.plugins = [
         plugins.Plugin(plugins.METADATA, "images", exports={"database": db.dialect}),

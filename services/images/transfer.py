@@ -28,12 +28,20 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
+from services.images.archive_export import ArchiveExporter, ExportOptions
+from services.images.archive_import import ArchiveImporter, ImageReference, ImportOptions, Unpack
 from services.images.pull import Progress, Puller, PullOptions
 from services.images.push import Pusher
+from services.images.stream_io import RemoteReader, remote_writer
 from services.images.streams import Stream, StreamManager
 from shared import oci, typeurl
 from shared.api.containerd.services.transfer.v1 import transfer_pb2, transfer_pb2_grpc
-from shared.api.containerd.types.transfer import imagestore_pb2, progress_pb2, registry_pb2
+from shared.api.containerd.types.transfer import (
+    imagestore_pb2,
+    importexport_pb2,
+    progress_pb2,
+    registry_pb2,
+)
 from shared.errors import InvalidArgument, Unimplemented
 from shared.registry import Credentials
 
@@ -46,6 +54,7 @@ IMAGE_STORE = "containerd.types.transfer.ImageStore"
 IMPORT_STREAM = "containerd.types.transfer.ImageImportStream"
 EXPORT_STREAM = "containerd.types.transfer.ImageExportStream"
 AUTH_TIMEOUT = 60.0
+DEFAULT_SNAPSHOTTER = "overlayfs"
 
 
 def _platforms(msgs: Any) -> list[oci.Platform] | None:
@@ -53,11 +62,48 @@ def _platforms(msgs: Any) -> list[oci.Platform] | None:
     return found or None
 
 
+def _import_options(
+    source: importexport_pb2.ImageImportStream, destination: imagestore_pb2.ImageStore
+) -> ImportOptions:
+    references = [
+        ImageReference(r.name, r.is_prefix, r.allow_overwrite, r.add_digest, r.skip_named_digest)
+        for r in destination.extra_references
+    ]
+    unpacks = [
+        Unpack(
+            oci.Platform(u.platform.os, u.platform.architecture, u.platform.variant)
+            if u.platform.os
+            else oci.host_platform(),
+            u.snapshotter or DEFAULT_SNAPSHOTTER,
+        )
+        for u in destination.unpacks
+    ]
+    return ImportOptions(
+        name=destination.name,
+        labels=dict(destination.labels),
+        platforms=_platforms(destination.platforms),
+        all_metadata=destination.all_metadata,
+        manifest_limit=destination.manifest_limit,
+        references=references,
+        unpacks=unpacks,
+        force_compress=source.force_compress,
+    )
+
+
 class TransferServicer(transfer_pb2_grpc.TransferServicer):
-    def __init__(self, puller: Puller, pusher: Pusher, streams: StreamManager) -> None:
+    def __init__(
+        self,
+        puller: Puller,
+        pusher: Pusher,
+        streams: StreamManager,
+        importer: ArchiveImporter,
+        exporter: ArchiveExporter,
+    ) -> None:
         self._puller = puller
         self._pusher = pusher
         self._streams = streams
+        self._importer = importer
+        self._exporter = exporter
 
     async def Transfer(
         self, request: transfer_pb2.TransferRequest, context: Context
@@ -80,6 +126,18 @@ class TransferServicer(transfer_pb2_grpc.TransferServicer):
                 await self._push(
                     typeurl.unpack_as(request.source, imagestore_pb2.ImageStore),
                     typeurl.unpack_as(request.destination, registry_pb2.OCIRegistry),
+                    progress_stream,
+                )
+            elif (source, destination) == (IMPORT_STREAM, IMAGE_STORE):
+                await self._import(
+                    typeurl.unpack_as(request.source, importexport_pb2.ImageImportStream),
+                    typeurl.unpack_as(request.destination, imagestore_pb2.ImageStore),
+                    progress_stream,
+                )
+            elif (source, destination) == (IMAGE_STORE, EXPORT_STREAM):
+                await self._export(
+                    typeurl.unpack_as(request.source, imagestore_pb2.ImageStore),
+                    typeurl.unpack_as(request.destination, importexport_pb2.ImageExportStream),
                     progress_stream,
                 )
             else:
@@ -153,6 +211,66 @@ class TransferServicer(transfer_pb2_grpc.TransferServicer):
             self._pusher.push(source.name, destination.reference, platforms, report, credentials)
 
         await asyncio.to_thread(contextvars.copy_context().run, work)
+
+    async def _import(
+        self,
+        source: importexport_pb2.ImageImportStream,
+        destination: imagestore_pb2.ImageStore,
+        progress_stream: Stream | None,
+    ) -> None:
+        if not source.stream:
+            raise InvalidArgument("ImageImportStream needs a stream")
+        stream = await self._streams.get(source.stream)
+        loop = asyncio.get_running_loop()
+        options = _import_options(source, destination)
+        reader = RemoteReader(stream, loop)
+        report = self._reporter(loop, progress_stream)
+        try:
+            await asyncio.to_thread(
+                contextvars.copy_context().run,
+                self._importer.import_archive,
+                reader,
+                options,
+                report,
+            )
+        finally:
+            stream.close()
+
+    async def _export(
+        self,
+        source: imagestore_pb2.ImageStore,
+        destination: importexport_pb2.ImageExportStream,
+        progress_stream: Stream | None,
+    ) -> None:
+        if not destination.stream:
+            raise InvalidArgument("ImageExportStream needs a stream")
+        names = [source.name] if source.name else []
+        for ref in source.extra_references:
+            if ref.is_prefix:
+                raise Unimplemented(f"export of every image under the prefix {ref.name!r}")
+            names.append(ref.name)
+        if not names:
+            raise InvalidArgument("export needs an image name")
+        stream = await self._streams.get(destination.stream)
+        options = ExportOptions(
+            platforms=_platforms(destination.platforms) or _platforms(source.platforms),
+            all_platforms=destination.all_platforms,
+            skip_compatibility_manifest=destination.skip_compatibility_manifest,
+            skip_non_distributable=destination.skip_non_distributable,
+        )
+        report = self._reporter(asyncio.get_running_loop(), progress_stream)
+        try:
+            async with remote_writer(stream) as writer:
+                await asyncio.to_thread(
+                    contextvars.copy_context().run,
+                    self._exporter.export,
+                    writer,
+                    names,
+                    options,
+                    report,
+                )
+        finally:
+            stream.close()
 
     @staticmethod
     def _reporter(

@@ -738,8 +738,11 @@ def main() -> None:
     if os.path.exists(sock_path):
         os.unlink(sock_path)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(sock_path)
+    # Bound and listening before the path appears: the runtime connects as soon as it does.
+    staging = f"{sock_path}.{os.getpid()}"
+    server.bind(staging)
     server.listen(64)
+    os.rename(staging, sock_path)
     write_atomic(os.path.join(task_dir, "shim.pid"), str(os.getpid()))
     server.settimeout(0.5)
     while not task.deleted.is_set():

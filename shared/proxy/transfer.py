@@ -1,8 +1,14 @@
-"""The client side of Transfer: a pull with progress and registry credentials on side streams.
+"""The client side of Transfer: pull, push, import and export, with side streams.
 
 Used by berth's client library and CLI (and tests). The side channels are
-``Streaming.Stream`` calls: the client opens one per purpose, names it in
-the Transfer request, and serves it from a thread while the transfer runs.
+``Streaming.Stream`` calls: the client opens one per purpose (progress,
+registry credentials, archive bytes), names it in the Transfer request, and
+serves it from a thread while the transfer runs.
+
+Archive bytes flow as containerd's ``pkg/transfer/streaming`` has them: the
+receiver grants credit with ``WindowUpdate`` first, the sender sends ``Data``
+within it. An import sends (:class:`_ArchiveSender`), an export receives
+(:class:`_ArchiveReceiver`); either side may be containerd's Go code.
 """
 
 from __future__ import annotations
@@ -11,9 +17,10 @@ import contextlib
 import queue
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import message
@@ -22,9 +29,20 @@ from shared import typeurl
 from shared.api.containerd.services.streaming.v1 import streaming_pb2, streaming_pb2_grpc
 from shared.api.containerd.services.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from shared.api.containerd.types import platform_pb2
-from shared.api.containerd.types.transfer import imagestore_pb2, progress_pb2, registry_pb2
-from shared.oci import Platform
+from shared.api.containerd.types.transfer import (
+    imagestore_pb2,
+    importexport_pb2,
+    progress_pb2,
+    registry_pb2,
+)
+from shared.api.containerd.types.transfer import streaming_pb2 as data_pb2
+from shared.errors import DeadlineExceeded, InvalidArgument
+from shared.oci import Platform, host_platform
 from shared.rpc.status import to_native
+
+WINDOW = 4 << 20  # bytes of archive this client lets be in flight to it
+MAX_DATA = 1 << 20  # bytes per Data message it sends
+EXPORT_DRAIN_TIMEOUT = 300.0  # after the Transfer returned, for the rest of the archive to arrive
 
 
 @dataclass(frozen=True)
@@ -40,13 +58,23 @@ ProgressFn = Callable[[TransferProgress], None]
 CredentialsFn = Callable[[str], tuple[str, str] | None]
 
 
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
 class _SideStream:
-    """One client-opened Streaming.Stream, served by a thread."""
+    """One client-opened Streaming.Stream: a thread hands the server's messages to ``handle``
+    (whose answer, if any, is sent back) and calls ``on_end`` once the server ended it."""
 
     def __init__(
         self,
         stub: streaming_pb2_grpc.StreamingStub,
         handle: Callable[[message.Message], message.Message | None],
+        on_end: Callable[[], None] = lambda: None,
     ) -> None:
         self.name = f"berth-{secrets.token_hex(8)}"
         self._requests: queue.Queue[Any] = queue.Queue()
@@ -58,6 +86,7 @@ class _SideStream:
             self._requests.put(None)
             raise to_native(e) from e
         self._handle = handle
+        self._on_end = on_end
         self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
         self._thread.start()
 
@@ -66,15 +95,127 @@ class _SideStream:
             yield item
 
     def _serve(self) -> None:
-        with contextlib.suppress(grpc.RpcError):
-            for item in self._responses:
-                reply = self._handle(typeurl.unpack(item))
-                if reply is not None:
-                    self._requests.put(typeurl.pack(reply))
+        try:
+            with contextlib.suppress(grpc.RpcError):
+                for item in self._responses:
+                    reply = self._handle(typeurl.unpack(item))
+                    if reply is not None:
+                        self.send(reply)
+        finally:
+            self._on_end()
+
+    def send(self, msg: message.Message) -> None:
+        self._requests.put(typeurl.pack(msg))
+
+    def finish(self) -> None:
+        """Send nothing more (the server reads the end of the stream)."""
+        self._requests.put(None)
+
+    def cancel(self) -> None:
+        self._responses.cancel()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until the server ended the stream; False on timeout."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def close(self) -> None:
-        self._requests.put(None)
+        self.finish()
         self._thread.join(10)
+
+
+class _ArchiveSender:
+    """Sends a file's bytes as Data on a stream, within the window the server grants
+    (containerd's SendStream)."""
+
+    def __init__(self, stub: streaming_pb2_grpc.StreamingStub, source: Readable) -> None:
+        self._source = source
+        self._credit = 0
+        self._stopped = False
+        self._changed = threading.Condition()
+        self.error: Exception | None = None
+        self._side = _SideStream(stub, self._on_message, self._stop)
+        self.name = self._side.name
+        self._thread = threading.Thread(target=self._run, name=f"{self.name}-send", daemon=True)
+        self._thread.start()
+
+    def _on_message(self, msg: message.Message) -> None:
+        if isinstance(msg, data_pb2.WindowUpdate) and msg.update > 0:
+            with self._changed:
+                self._credit += msg.update
+                self._changed.notify_all()
+
+    def _stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._changed:
+                    self._changed.wait_for(lambda: self._credit > 0 or self._stopped)
+                    if self._stopped:
+                        return
+                    wanted = min(self._credit, MAX_DATA)
+                data = self._source.read(wanted)[:wanted]
+                if not data:
+                    return
+                with self._changed:
+                    self._credit -= len(data)
+                self._side.send(data_pb2.Data(data=data))
+        except Exception as e:  # reported by the caller, after the Transfer call
+            self.error = e
+        finally:
+            self._side.finish()
+
+    def close(self) -> None:
+        self._stop()
+        self._thread.join(10)
+        self._side.close()
+
+
+class _ArchiveReceiver:
+    """Writes the Data of a stream to a file, granting the server a window as it goes
+    (containerd's ReceiveStream)."""
+
+    def __init__(
+        self, stub: streaming_pb2_grpc.StreamingStub, sink: Writable, window: int = WINDOW
+    ) -> None:
+        self._sink = sink
+        self._window = window
+        self._outstanding = 0
+        self.error: Exception | None = None
+        self._side = _SideStream(stub, self._on_message)
+        self.name = self._side.name
+        self._grant(window)
+
+    def _grant(self, update: int) -> None:
+        self._outstanding += update
+        self._side.send(data_pb2.WindowUpdate(update=update))
+
+    def _on_message(self, msg: message.Message) -> None:
+        if self.error is not None or not isinstance(msg, data_pb2.Data):
+            return
+        try:
+            self._sink.write(msg.data)
+        except Exception as e:  # reported by the caller; the server sees the stream go
+            self.error = e
+            self._side.cancel()
+            return
+        self._outstanding -= len(msg.data)
+        if self._outstanding <= self._window // 2:
+            self._grant(self._window - self._outstanding)
+
+    def wait(self, timeout: float) -> None:
+        """Wait for the rest of the archive once the Transfer returned."""
+        if not self._side.wait(timeout):
+            raise DeadlineExceeded(f"export stream {self.name}: the archive did not end")
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        self._side.close()
 
 
 class TransferClient:
@@ -168,6 +309,112 @@ class TransferClient:
         finally:
             for stream in streams:
                 stream.close()
+
+    def import_archive(
+        self,
+        fileobj: Readable,
+        *,
+        name: str = "",
+        platforms: Sequence[Platform] = (),
+        unpack: bool = True,
+        snapshotter: str = "overlayfs",
+        all_platforms: bool = False,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        """Import an OCI layout or ``docker save`` tar read from ``fileobj`` into the namespace,
+        as containerd 1.7's ``ctr images import --local=false`` does.
+
+        Images are named by the archive (``io.containerd.image.name``, docker's ``RepoTags``)
+        and ``name`` is ctr's ``--base-name``: tag-only names become ``<name>:<tag>`` and
+        only full names under ``name`` are kept. Without it, the base name is
+        ``import-<date>`` and every full name is kept. Only the host's platform (or
+        ``platforms``) is checked and unpacked, unless ``all_platforms``.
+        """
+        streams: list[_SideStream] = []
+        sender: _ArchiveSender | None = None
+        try:
+            options = transfer_pb2.TransferOptions()
+            if progress is not None:
+                streams.append(_SideStream(self._streaming, _progress_handler(progress)))
+                options.progress_stream = streams[-1].name
+            sender = _ArchiveSender(self._streaming, fileobj)
+            base = name or f"import-{time.strftime('%Y-%m-%d')}"
+            plats = [_platform(p) for p in platforms]
+            store = imagestore_pb2.ImageStore(
+                platforms=[] if all_platforms else plats or [_platform(host_platform())],
+                extra_references=[
+                    imagestore_pb2.ImageReference(
+                        name=base, is_prefix=True, allow_overwrite=not name
+                    )
+                ],
+            )
+            if unpack:
+                store.unpacks.extend(
+                    imagestore_pb2.UnpackConfiguration(platform=p, snapshotter=snapshotter)
+                    for p in plats or [platform_pb2.Platform()]
+                )
+            request = transfer_pb2.TransferRequest(
+                source=typeurl.pack(importexport_pb2.ImageImportStream(stream=sender.name)),
+                destination=typeurl.pack(store),
+                options=options,
+            )
+            try:
+                self._transfer.Transfer(request)
+            except grpc.RpcError as e:
+                if sender.error is not None:  # the archive could not be read: that first
+                    raise sender.error from to_native(e)
+                raise to_native(e) from e
+        finally:
+            if sender is not None:
+                sender.close()
+            for stream in streams:
+                stream.close()
+
+    def export_archive(
+        self,
+        fileobj: Writable,
+        names: Sequence[str],
+        *,
+        platforms: Sequence[Platform] = (),
+        all_platforms: bool = False,
+        skip_compatibility_manifest: bool = False,
+    ) -> None:
+        """Write the images ``names`` of the namespace to ``fileobj`` as an OCI layout tar
+        (with docker's manifest.json unless ``skip_compatibility_manifest``), as
+        ``ctr images export --local=false`` does; only the host's platform (or
+        ``platforms``) of an index unless ``all_platforms``."""
+        if isinstance(names, str):
+            names = [names]
+        if not names:
+            raise InvalidArgument("export needs at least one image name")
+        receiver = _ArchiveReceiver(self._streaming, fileobj)
+        try:
+            source = imagestore_pb2.ImageStore(
+                name=names[0],
+                extra_references=[imagestore_pb2.ImageReference(name=n) for n in names[1:]],
+            )
+            destination = importexport_pb2.ImageExportStream(
+                stream=receiver.name,
+                platforms=[_platform(p) for p in platforms],
+                all_platforms=all_platforms,
+                skip_compatibility_manifest=skip_compatibility_manifest,
+            )
+            request = transfer_pb2.TransferRequest(
+                source=typeurl.pack(source), destination=typeurl.pack(destination)
+            )
+            try:
+                self._transfer.Transfer(request)
+            except grpc.RpcError as e:
+                if receiver.error is not None:  # the archive could not be written: that first
+                    raise receiver.error from to_native(e)
+                raise to_native(e) from e
+            receiver.wait(EXPORT_DRAIN_TIMEOUT)
+        finally:
+            receiver.close()
+
+
+def _platform(p: Platform) -> platform_pb2.Platform:
+    return platform_pb2.Platform(os=p.os, architecture=p.architecture, variant=p.variant)
 
 
 def _progress_handler(progress: ProgressFn) -> Callable[[message.Message], message.Message | None]:
