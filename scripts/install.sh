@@ -37,6 +37,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# criu and crun that work on this kernel and cgroup layout (Debian 13's, privately).
+./scripts/install-trixie-tools.sh
+
 python=${PYTHON:-python3}
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     echo "install.sh: berth needs Python 3.11 or newer ($python is $("$python" --version))" >&2

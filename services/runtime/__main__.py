@@ -7,7 +7,7 @@ import shutil
 
 from services.runtime.container_store import ContainerRecords
 from services.runtime.servicers import ContainersServicer, TasksServicer
-from services.runtime.tasks import TaskManager
+from services.runtime.tasks import TOOLS_BIN, TaskManager
 from shared import plugins, topology
 from shared.api.containerd.services.containers.v1 import containers_pb2_grpc
 from shared.api.containerd.services.tasks.v1 import tasks_pb2_grpc
@@ -40,7 +40,11 @@ async def setup(svc: ServiceProcess) -> None:
         records,
         outbox,
         default_binary=str(settings.get("default_binary", "runc")),
-        criu=str(settings.get("criu_path", "") or shutil.which("criu") or ""),
+        criu=str(
+            settings.get("criu_path", "")
+            or shutil.which("criu", path=f"{TOOLS_BIN}:/usr/sbin")
+            or ""
+        ),
     )
     await tasks.adopt(lambda coro, name: svc.spawn(coro, name=name))
 

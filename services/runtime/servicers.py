@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,6 +28,7 @@ from shared.containers import AnyValue, Container
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 from shared.events.outbox import Outbox
 from shared.pbutil import timestamp
+from shared.proxy.diff import descriptor_from_proto, descriptor_to_proto
 from shared.proxy.snapshots import mount_from_proto
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -171,10 +173,23 @@ class TasksServicer(tasks_pb2_grpc.TasksServicer):
         self, request: t_api.CreateTaskRequest, context: Context
     ) -> t_api.CreateTaskResponse:
         namespace = request_context.require_namespace()
-        checkpoint = ""
+        restore_dir = None
         if request.HasField("checkpoint") and request.checkpoint.digest:
-            raise InvalidArgument("restoring a task from a checkpoint is not supported yet")
-        task = await self._tasks.create(
+            restore_dir = await self._tasks.unpack_checkpoint(
+                descriptor_from_proto(request.checkpoint)
+            )
+        try:
+            task = await self._create(namespace, request, str(restore_dir or ""))
+        finally:
+            if restore_dir is not None:
+                await asyncio.to_thread(shutil.rmtree, restore_dir, True)
+        state = await self._tasks.state(task)
+        return t_api.CreateTaskResponse(container_id=task.id, pid=state.pid)
+
+    async def _create(
+        self, namespace: str, request: t_api.CreateTaskRequest, checkpoint: str
+    ) -> Task:
+        return await self._tasks.create(
             namespace,
             request.container_id,
             [mount_from_proto(m) for m in request.rootfs],
@@ -188,8 +203,6 @@ class TasksServicer(tasks_pb2_grpc.TasksServicer):
             request.runtime_path,
             checkpoint,
         )
-        state = await self._tasks.state(task)
-        return t_api.CreateTaskResponse(container_id=task.id, pid=state.pid)
 
     async def Start(self, request: t_api.StartRequest, context: Context) -> t_api.StartResponse:
         pid = await self._tasks.start(self._task(request.container_id), request.exec_id)
@@ -311,7 +324,13 @@ class TasksServicer(tasks_pb2_grpc.TasksServicer):
     async def Checkpoint(
         self, request: t_api.CheckpointTaskRequest, context: Context
     ) -> t_api.CheckpointTaskResponse:
-        raise FailedPrecondition("checkpoint is not available yet in this berth")
+        options = runc_options.CheckpointOptions()
+        if request.options.type_url:
+            options = typeurl.unpack_as(request.options, runc_options.CheckpointOptions)
+        descriptors = await self._tasks.checkpoint(self._task(request.container_id), options)
+        return t_api.CheckpointTaskResponse(
+            descriptors=[descriptor_to_proto(d) for d in descriptors]
+        )
 
 
 def _json(value: object) -> str:

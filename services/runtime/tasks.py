@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.runtime import checkpoint
 from services.runtime.container_store import ContainerRecords
 from services.runtime.shim_client import ShimClient
 from shared import mount as mounting
@@ -36,6 +38,8 @@ from shared.api.containerd.events import task_pb2 as events
 from shared.api.containerd.runc.options import oci_pb2 as runc_options
 from shared.api.containerd.types import mount_pb2
 from shared.containers import Container
+from shared.content import Store
+from shared.diff import Descriptor
 from shared.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -50,6 +54,8 @@ from shared.snapshots import Mount
 log = logging.getLogger(__name__)
 
 SHIM = str(Path(__file__).with_name("shim.py"))
+# Where the install command puts the criu and crun that work here; searched before PATH.
+TOOLS_BIN = "/opt/berth/bin"
 RUNC_RUNTIMES = {"io.containerd.runc.v2", "io.containerd.runc.v1", "io.containerd.runtime.v1.linux"}
 
 
@@ -126,6 +132,7 @@ class TaskManager:
         *,
         default_binary: str = "runc",
         criu: str = "",
+        content: Store | None = None,
     ) -> None:
         self.root = state / "runtime"
         self.sockets = self.root / "s"
@@ -134,6 +141,7 @@ class TaskManager:
         self.outbox = outbox
         self.default_binary = default_binary
         self.criu = criu
+        self.content = content  # where checkpoints go, and come from
         self.tasks: dict[tuple[str, str], Task] = {}
         self._spawn: Callable[[Coroutine[Any, Any, None], str], None] | None = None
 
@@ -245,7 +253,7 @@ class TaskManager:
             raise NotFound(
                 f"runtime {container.runtime_name!r} is not installed (berth runs runc and crun)"
             )
-        found = shutil.which(binary)
+        found = shutil.which(binary, path=f"{TOOLS_BIN}:{os.environ.get('PATH', '')}")
         if found is None:
             raise NotFound(f"runtime binary {binary!r} not found")
         args = ["--systemd-cgroup"] if options.systemd_cgroup else []
@@ -456,6 +464,60 @@ class TaskManager:
             events.TaskExecAdded(container_id=task.id, exec_id=exec_id),
             namespace=task.namespace,
         )
+
+    async def checkpoint(
+        self, task: Task, options: runc_options.CheckpointOptions
+    ) -> list[Descriptor]:
+        """Dump the task with criu; into ``options.image_path`` or into the content store."""
+        if task.gone:
+            raise FailedPrecondition(f"task {task.id} is not running")
+        if not self.criu:
+            raise FailedPrecondition("checkpoints need criu, and none is installed")
+        work = self.root / "checkpoints" / secrets.token_hex(8)
+        image_dir = Path(options.image_path) if options.image_path else work / "image"
+        image_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            async with task.lock:
+                await task.shim.call(
+                    "checkpoint",
+                    timeout=600,
+                    path=str(image_dir),
+                    work_path=options.work_path or str(work),
+                    exit=options.exit,
+                    open_tcp=options.open_tcp,
+                    external_unix_sockets=options.external_unix_sockets,
+                    terminal=options.terminal,
+                    file_locks=options.file_locks,
+                )
+            descriptors: list[Descriptor] = []
+            if not options.image_path:
+                if self.content is None:
+                    raise FailedPrecondition("no content store to keep the checkpoint in")
+                container = await asyncio.to_thread(self._container, task.namespace, task.id)
+                descriptors.append(
+                    await asyncio.to_thread(checkpoint.store_image_dir, self.content, image_dir)
+                )
+                descriptors.append(
+                    await asyncio.to_thread(checkpoint.store_spec, self.content, container.spec)
+                )
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        self.outbox.put(
+            "/tasks/checkpointed",
+            events.TaskCheckpointed(
+                container_id=task.id, checkpoint=str(image_dir) if options.image_path else ""
+            ),
+            namespace=task.namespace,
+        )
+        return descriptors
+
+    async def unpack_checkpoint(self, desc: Descriptor) -> Path:
+        """A restore's criu images, unpacked from the content store into a fresh directory."""
+        if self.content is None:
+            raise FailedPrecondition("no content store to read the checkpoint from")
+        target = self.root / "restores" / secrets.token_hex(8)
+        await asyncio.to_thread(checkpoint.extract_image_dir, self.content, desc, target)
+        return target
 
     async def call(self, task: Task, op: str, **args: Any) -> dict[str, Any]:
         if task.gone:
