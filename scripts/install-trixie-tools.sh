@@ -11,11 +11,11 @@ ROOT=$PREFIX/trixie
 BIN=$PREFIX/bin
 PACKAGES=(criu crun)
 
-if [ -x "$BIN/criu" ] && [ -x "$BIN/crun" ] && "$BIN/criu" --version 2>/dev/null | grep -q "Version: 4" \
-   && "$BIN/crun" --version 2>/dev/null | grep -q "crun version 1.2"; then
-    exit 0
-fi
+unpacked() {
+    [ -x "$ROOT/usr/sbin/criu" ] && [ -x "$ROOT/usr/bin/crun" ]
+}
 
+if ! unpacked; then
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/etc"
@@ -39,6 +39,7 @@ for deb in "$work"/cache/archives/*.deb; do
 done
 rm -rf "$ROOT"
 mv "$ROOT.new" "$ROOT"
+fi
 
 mkdir -p "$BIN"
 libs="$ROOT/usr/lib/x86_64-linux-gnu:$ROOT/lib/x86_64-linux-gnu"
@@ -50,16 +51,24 @@ for candidate in "$ROOT"/usr/lib64/ld-linux-*.so.* "$ROOT"/usr/lib/*/ld-linux-*.
     fi
 done
 [ -n "$loader" ] || { echo "install-trixie-tools.sh: no loader in $ROOT" >&2; exit 1; }
-for tool in criu:usr/sbin/criu crun:usr/bin/crun; do
-    name=${tool%%:*}
-    path=${tool#*:}
-    cat > "$BIN/$name.new" <<WRAP
+cat > "$BIN/criu.new" <<WRAP
 #!/bin/sh
-# Debian trixie's $name with its own libraries (scripts/install-trixie-tools.sh).
-exec "$loader" --library-path "$libs" "$ROOT/$path" "\$@"
+# Debian trixie's criu with its own libraries (scripts/install-trixie-tools.sh).
+exec "$loader" --library-path "$libs" "$ROOT/usr/sbin/criu" "\$@"
 WRAP
-    chmod 755 "$BIN/$name.new"
-    mv "$BIN/$name.new" "$BIN/$name"
-done
+# crun refuses a v1/v2 hybrid host whose v2 hierarchy has controllers (here: hugetlb).
+# In a mount namespace without that hierarchy it sees a v1 host and manages v1 cgroups.
+cat > "$BIN/crun.new" <<WRAP
+#!/bin/sh
+# Debian trixie's crun with its own libraries (scripts/install-trixie-tools.sh).
+if [ -z "\$BERTH_CRUN_PRIVATE_NS" ] && [ -n "\$(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null)" ]; then
+    BERTH_CRUN_PRIVATE_NS=1 exec unshare --mount --propagation private \\
+        sh -c 'umount -l /sys/fs/cgroup/unified && exec "\$0" "\$@"' "\$0" "\$@"
+fi
+exec "$loader" --library-path "$libs" "$ROOT/usr/bin/crun" "\$@"
+WRAP
+chmod 755 "$BIN/criu.new" "$BIN/crun.new"
+mv "$BIN/criu.new" "$BIN/criu"
+mv "$BIN/crun.new" "$BIN/crun"
 "$BIN/criu" --version | head -n 1
 "$BIN/crun" --version | head -n 1

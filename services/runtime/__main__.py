@@ -14,6 +14,8 @@ from shared.api.containerd.services.tasks.v1 import tasks_pb2_grpc
 from shared.db import Database, migrate
 from shared.events.bus import EventBus
 from shared.events.outbox import Outbox
+from shared.proxy.content import ContentProxy
+from shared.rpc import sync_client
 from shared.service import ServiceProcess, run
 
 # default_binary: runc (or crun); criu_path: the criu runc uses for checkpoints.
@@ -45,6 +47,7 @@ async def setup(svc: ServiceProcess) -> None:
             or shutil.which("criu", path=f"{TOOLS_BIN}:/usr/sbin")
             or ""
         ),
+        content=ContentProxy(sync_client.channel(config.endpoint(topology.CONTENT).address)),
     )
     await tasks.adopt(lambda coro, name: svc.spawn(coro, name=name))
 

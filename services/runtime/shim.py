@@ -446,7 +446,6 @@ class Task:
             if req.get("checkpoint"):
                 args = ["restore", "--detach", "--bundle", self.bundle]
                 args += ["--image-path", req["checkpoint"]]
-                args += ["--criu", self.criu] if self.criu else []
             self._launch(init, [*args, self.id])
             init.status = "running" if req.get("checkpoint") else "created"
         return {"pid": init.pid}
@@ -627,8 +626,6 @@ class Task:
             "file_locks": "--file-locks",
         }
         args += [option for flag, option in flags.items() if req.get(flag)]
-        if self.criu:
-            args += ["--criu", self.criu]
         self._runc(*args, self.id, timeout=600)
         self._publish({"type": "checkpointed", "path": req["path"]})
         return {}

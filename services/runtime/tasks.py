@@ -257,6 +257,9 @@ class TaskManager:
         if found is None:
             raise NotFound(f"runtime binary {binary!r} not found")
         args = ["--systemd-cgroup"] if options.systemd_cgroup else []
+        name = os.path.basename(binary)
+        if name.startswith("runc") and self.criu:
+            args += ["--criu", self.criu]  # runc's global flag: the criu that works here
         return found, args
 
     def _write_bundle(self, bundle: Path, container: Container) -> dict[str, Any]:
