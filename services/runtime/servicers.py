@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from shared.api.containerd.services.tasks.v1 import tasks_pb2 as t_api
 from shared.api.containerd.services.tasks.v1 import tasks_pb2_grpc
 from shared.api.containerd.types.task import task_pb2
 from shared.containers import AnyValue, Container
+from shared.diff import Descriptor
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 from shared.events.outbox import Outbox
 from shared.pbutil import timestamp
@@ -173,21 +173,15 @@ class TasksServicer(tasks_pb2_grpc.TasksServicer):
         self, request: t_api.CreateTaskRequest, context: Context
     ) -> t_api.CreateTaskResponse:
         namespace = request_context.require_namespace()
-        restore_dir = None
+        checkpoint = None
         if request.HasField("checkpoint") and request.checkpoint.digest:
-            restore_dir = await self._tasks.unpack_checkpoint(
-                descriptor_from_proto(request.checkpoint)
-            )
-        try:
-            task = await self._create(namespace, request, str(restore_dir or ""))
-        finally:
-            if restore_dir is not None:
-                await asyncio.to_thread(shutil.rmtree, restore_dir, True)
+            checkpoint = descriptor_from_proto(request.checkpoint)
+        task = await self._create(namespace, request, checkpoint)
         state = await self._tasks.state(task)
         return t_api.CreateTaskResponse(container_id=task.id, pid=state.pid)
 
     async def _create(
-        self, namespace: str, request: t_api.CreateTaskRequest, checkpoint: str
+        self, namespace: str, request: t_api.CreateTaskRequest, checkpoint: Descriptor | None
     ) -> Task:
         return await self._tasks.create(
             namespace,

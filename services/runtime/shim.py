@@ -378,6 +378,7 @@ class Task:
         self.processes: dict[str, Process] = {INIT: Process(INIT, config.get("stdio", {}))}
         self.subscribers: list[socket.socket] = []
         self.deleted = threading.Event()
+        self.restore_from = ""  # a checkpoint image that start() will restore
         reaper.watchers.append(self._on_exit)
 
     def _runc(self, *args: str, stdin_data: bytes | None = None, timeout: float = 120.0) -> str:
@@ -444,10 +445,13 @@ class Task:
             if req.get("no_pivot"):
                 args.append("--no-pivot")
             if req.get("checkpoint"):
-                args = ["restore", "--detach", "--bundle", self.bundle]
-                args += ["--image-path", req["checkpoint"]]
+                # As in containerd, a task made from a checkpoint is restored on
+                # start; until then it exists only as the image on disk.
+                self.restore_from = str(req["checkpoint"])
+                init.status = "created"
+                return {"pid": 0}
             self._launch(init, [*args, self.id])
-            init.status = "running" if req.get("checkpoint") else "created"
+            init.status = "created"
         return {"pid": init.pid}
 
     def start(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -466,6 +470,14 @@ class Task:
                 with open(spec_path, "w") as f:
                     json.dump(proc.spec, f)
                 self._launch(proc, ["exec", "--detach", "--process", spec_path, self.id])
+            elif self.restore_from:
+                args = ["restore", "--detach", "--bundle", self.bundle]
+                args += ["--image-path", self.restore_from, self.id]
+                self._launch(proc, args)
+                import shutil  # only restores pay for it; shims stay small
+
+                shutil.rmtree(self.restore_from, ignore_errors=True)
+                self.restore_from = ""
             else:
                 self._runc("start", self.id)
             if proc.status == "created":  # an immediate exit may have been recorded already
@@ -543,7 +555,7 @@ class Task:
                 raise ShimError(
                     "FailedPrecondition", f"cannot delete task {self.id}: it is {proc.status}"
                 )
-            if proc.status == "created":
+            if proc.status == "created" and not self.restore_from:
                 with _suppress_shim():
                     self._runc("kill", self.id, "9")
                 proc.exited.wait(10)

@@ -285,7 +285,7 @@ class TaskManager:
         stdio: Mapping[str, Any],
         options_any: Any = None,
         runtime_path: str = "",
-        checkpoint_dir: str = "",
+        checkpoint_image: Descriptor | None = None,
     ) -> Task:
         if (namespace, container_id) in self.tasks:
             raise AlreadyExists(f"task {container_id}: already exists")
@@ -306,7 +306,11 @@ class TaskManager:
         )
         self.tasks[(namespace, container_id)] = task
         mounted = False
+        checkpoint_dir = ""
         try:
+            if checkpoint_image is not None:
+                # Kept in the bundle until start() restores from it, and removed with it.
+                checkpoint_dir = str(await self._unpack_checkpoint(checkpoint_image, bundle))
             await asyncio.to_thread(self._write_bundle, bundle, container)
             (bundle / "rootfs").mkdir(mode=0o755)
             if rootfs:
@@ -514,11 +518,11 @@ class TaskManager:
         )
         return descriptors
 
-    async def unpack_checkpoint(self, desc: Descriptor) -> Path:
-        """A restore's criu images, unpacked from the content store into a fresh directory."""
+    async def _unpack_checkpoint(self, desc: Descriptor, bundle: Path) -> Path:
+        """A restore's criu images, unpacked from the content store into the bundle."""
         if self.content is None:
             raise FailedPrecondition("no content store to read the checkpoint from")
-        target = self.root / "restores" / secrets.token_hex(8)
+        target = bundle / "checkpoint"
         await asyncio.to_thread(checkpoint.extract_image_dir, self.content, desc, target)
         return target
 

@@ -175,3 +175,23 @@ def test_nothing_left_behind(suite: Suite, busybox: str) -> None:
         return found.stdout.strip() == ""
 
     wait_until(shim_gone, 10, what="the shim to exit after delete")
+
+
+@pytest.mark.skipif(
+    not os.access("/opt/berth/bin/crun", os.X_OK), reason="crun is not installed (install.sh)"
+)
+def test_crun_through_runtime_options(suite: Suite, busybox: str) -> None:
+    """`--runc-binary` sets the runc options' BinaryName, as with containerd's runc v2 runtime."""
+    out = ctr(suite, "run", "--rm", "--runc-binary", "crun", busybox, "t-crun",
+              "sh", "-c", "echo from crun; exit 3", check=False)  # fmt: skip
+    assert (out.returncode, out.stdout) == (3, "from crun\n"), out.stderr
+    ctr(suite, "run", "-d", "--runc-binary", "crun", busybox, "t-crun-d", "sleep", "30")
+    try:
+        # Which runtime keeps the state tells them apart: crun writes `status`, runc `state.json`.
+        state = suite.state / "runtime" / "runc" / NS / "t-crun-d"
+        assert (state / "status").exists() and not (state / "state.json").exists()
+    finally:
+        ctr(suite, "tasks", "kill", "-s", "SIGKILL", "t-crun-d")
+        wait_until(lambda: tasks(suite).get("t-crun-d", ("", ""))[1] == "STOPPED", 30)
+        ctr(suite, "tasks", "delete", "t-crun-d")
+        ctr(suite, "containers", "delete", "t-crun-d")
