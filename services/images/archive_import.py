@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import posixpath
+import re
 import secrets
 import tarfile
 import zlib
@@ -207,15 +208,10 @@ class TarStream:
         return b"".join(parts)
 
     def chunks(self) -> Iterator[bytes]:
-        """The current member's data."""
+        """The current member's data, in pieces of CHUNK_SIZE (gathered from smaller reads)."""
         while self._left:
-            chunk = self._source.read(min(self._left, CHUNK_SIZE))
-            if not chunk:
-                raise InvalidArgument(
-                    f"archive is truncated: it ends inside a file at byte {self.offset}"
-                )
+            chunk = self._read(min(self._left, CHUNK_SIZE), "a file")
             self._left -= len(chunk)
-            self.offset += len(chunk)
             yield chunk
 
     def members(self) -> Iterator[Member]:
@@ -442,8 +438,9 @@ class _Import:
         return found
 
     def _ref(self, what: str) -> str:
+        """A fresh ingest ref: the stream cannot seek, so an ingest is never resumed."""
         self.refs += 1
-        return f"import-{self.token}-{self.refs}-{what}"[: content.MAX_REF_LENGTH]
+        return f"import-{self.token}-{self.refs}-{re.sub(r'[^A-Za-z0-9._-]', '_', what)[:80]}"
 
     def _hold(self, digest: str) -> None:
         """Keep a blob that was already there for this import: the lease holds it too."""

@@ -43,6 +43,7 @@ from shared.rpc.status import to_native
 WINDOW = 4 << 20  # bytes of archive this client lets be in flight to it
 MAX_DATA = 1 << 20  # bytes per Data message it sends
 EXPORT_DRAIN_TIMEOUT = 300.0  # after the Transfer returned, for the rest of the archive to arrive
+DRAIN_TIMEOUT = 10.0  # after the Transfer returned, for the last progress messages
 
 
 @dataclass(frozen=True)
@@ -68,15 +69,22 @@ class Writable(Protocol):
 
 class _SideStream:
     """One client-opened Streaming.Stream: a thread hands the server's messages to ``handle``
-    (whose answer, if any, is sent back) and calls ``on_end`` once the server ended it."""
+    (whose answer, if any, is sent back) and calls ``on_end`` once the server ended it.
+
+    The server ends the progress and archive streams of a transfer when it is done with
+    them; an auth stream (``server_ends=False``) is only ever cancelled by the client.
+    """
 
     def __init__(
         self,
         stub: streaming_pb2_grpc.StreamingStub,
         handle: Callable[[message.Message], message.Message | None],
         on_end: Callable[[], None] = lambda: None,
+        *,
+        server_ends: bool = True,
     ) -> None:
         self.name = f"berth-{secrets.token_hex(8)}"
+        self._server_ends = server_ends
         self._requests: queue.Queue[Any] = queue.Queue()
         self._requests.put(typeurl.pack(streaming_pb2.StreamInit(id=self.name)))
         self._responses: Any = stub.Stream(self._outgoing())
@@ -119,9 +127,15 @@ class _SideStream:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def close(self) -> None:
+    def close(self, drain: bool = True) -> None:
+        """End the stream: after the transfer succeeded (``drain``), the server's last messages
+        (progress) are still read; otherwise, or for an auth stream, it is cancelled."""
         self.finish()
-        self._thread.join(10)
+        if drain and self._server_ends:
+            self._thread.join(DRAIN_TIMEOUT)
+        if self._thread.is_alive():
+            self.cancel()
+            self._thread.join(5)
 
 
 class _ArchiveSender:
@@ -158,7 +172,7 @@ class _ArchiveSender:
                     if self._stopped:
                         return
                     wanted = min(self._credit, MAX_DATA)
-                data = self._source.read(wanted)[:wanted]
+                data = self._source.read(wanted)
                 if not data:
                     return
                 with self._changed:
@@ -169,10 +183,10 @@ class _ArchiveSender:
         finally:
             self._side.finish()
 
-    def close(self) -> None:
+    def close(self, drain: bool = True) -> None:
         self._stop()
         self._thread.join(10)
-        self._side.close()
+        self._side.close(drain)
 
 
 class _ArchiveReceiver:
@@ -214,8 +228,8 @@ class _ArchiveReceiver:
         if self.error is not None:
             raise self.error
 
-    def close(self) -> None:
-        self._side.close()
+    def close(self, drain: bool = True) -> None:
+        self._side.close(drain)
 
 
 class TransferClient:
@@ -236,6 +250,7 @@ class TransferClient:
         credentials: CredentialsFn | None = None,
     ) -> None:
         streams: list[_SideStream] = []
+        ok = False
         try:
             options = transfer_pb2.TransferOptions()
             if progress is not None:
@@ -243,7 +258,9 @@ class TransferClient:
                 options.progress_stream = streams[-1].name
             resolver = registry_pb2.RegistryResolver()
             if credentials is not None:
-                streams.append(_SideStream(self._streaming, _auth_handler(credentials)))
+                streams.append(
+                    _SideStream(self._streaming, _auth_handler(credentials), server_ends=False)
+                )
                 resolver.auth_stream = streams[-1].name
             plats = [
                 platform_pb2.Platform(os=p.os, architecture=p.architecture, variant=p.variant)
@@ -267,9 +284,10 @@ class TransferClient:
                 self._transfer.Transfer(request)
             except grpc.RpcError as e:
                 raise to_native(e) from e
+            ok = True
         finally:
             for stream in streams:
-                stream.close()
+                stream.close(drain=ok)
 
     def push(
         self,
@@ -282,6 +300,7 @@ class TransferClient:
     ) -> None:
         """Push the image ``name`` of the namespace to ``reference``."""
         streams: list[_SideStream] = []
+        ok = False
         try:
             options = transfer_pb2.TransferOptions()
             if progress is not None:
@@ -289,7 +308,9 @@ class TransferClient:
                 options.progress_stream = streams[-1].name
             resolver = registry_pb2.RegistryResolver()
             if credentials is not None:
-                streams.append(_SideStream(self._streaming, _auth_handler(credentials)))
+                streams.append(
+                    _SideStream(self._streaming, _auth_handler(credentials), server_ends=False)
+                )
                 resolver.auth_stream = streams[-1].name
             plats = [
                 platform_pb2.Platform(os=p.os, architecture=p.architecture, variant=p.variant)
@@ -306,9 +327,10 @@ class TransferClient:
                 self._transfer.Transfer(request)
             except grpc.RpcError as e:
                 raise to_native(e) from e
+            ok = True
         finally:
             for stream in streams:
-                stream.close()
+                stream.close(drain=ok)
 
     def import_archive(
         self,
@@ -332,6 +354,7 @@ class TransferClient:
         """
         streams: list[_SideStream] = []
         sender: _ArchiveSender | None = None
+        ok = False
         try:
             options = transfer_pb2.TransferOptions()
             if progress is not None:
@@ -364,11 +387,12 @@ class TransferClient:
                 if sender.error is not None:  # the archive could not be read: that first
                     raise sender.error from to_native(e)
                 raise to_native(e) from e
+            ok = True
         finally:
             if sender is not None:
-                sender.close()
+                sender.close(drain=ok)
             for stream in streams:
-                stream.close()
+                stream.close(drain=ok)
 
     def export_archive(
         self,
@@ -388,6 +412,7 @@ class TransferClient:
         if not names:
             raise InvalidArgument("export needs at least one image name")
         receiver = _ArchiveReceiver(self._streaming, fileobj)
+        ok = False
         try:
             source = imagestore_pb2.ImageStore(
                 name=names[0],
@@ -409,8 +434,9 @@ class TransferClient:
                     raise receiver.error from to_native(e)
                 raise to_native(e) from e
             receiver.wait(EXPORT_DRAIN_TIMEOUT)
+            ok = True
         finally:
-            receiver.close()
+            receiver.close(drain=ok)
 
 
 def _platform(p: Platform) -> platform_pb2.Platform:

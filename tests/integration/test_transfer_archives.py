@@ -6,25 +6,35 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import queue
 import tarfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from services.images.archive_export import familiar_name
+from services.images.archive_import import (
+    ImageReference,
+    ImportOptions,
+    names_for,
+    reference_object,
+)
 from shared import context, typeurl
 from shared.api.containerd.services.streaming.v1 import streaming_pb2, streaming_pb2_grpc
 from shared.api.containerd.services.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from shared.api.containerd.types.transfer import imagestore_pb2, importexport_pb2
 from shared.api.containerd.types.transfer import streaming_pb2 as data_pb2
+from shared.diff import Descriptor
 from shared.errors import BerthError, DataLoss, InvalidArgument, NotFound
 from shared.oci import parse_platform
 from shared.proxy.transfer import TransferClient, TransferProgress
 from shared.rpc.sync_client import channel
-from tests.harness import Suite
+from tests.harness import Suite, wait_until
 from tests.integration.test_pull import image_digests, unpacked_tree
 from tests.testimages import Images, containerd_tree
 
@@ -66,6 +76,75 @@ def nothing_left_behind(suite: Suite, ns: str) -> None:
 
 def local_name(ref: str) -> str:
     return f"localhost/testimages/{ref}:latest"
+
+
+# -- naming: the cases of containerd's pkg/transfer/image/imagestore_test.go --------
+
+P = ImageReference
+
+
+@pytest.mark.parametrize(
+    ("references", "annotation", "value", "expected"),
+    [
+        ([P("registry.test/image", is_prefix=True)], "OCI", "registry.test/image:latest",
+         ["registry.test/image:latest"]),
+        ([P("registry.test/image", is_prefix=True)], "containerd", "registry.test/image:latest",
+         ["registry.test/image:latest"]),
+        ([P("placeholder", is_prefix=True, allow_overwrite=True)], "OCI",
+         "registry.test/image:latest", ["registry.test/image:latest"]),
+        ([P("placeholder", is_prefix=True, allow_overwrite=True)], "containerd",
+         "registry.test/image:latest", ["registry.test/image:latest"]),
+        ([P("registry.test/image", is_prefix=True)], "OCI", "latest",
+         ["registry.test/image:latest"]),
+        ([P("registry.test/base", is_prefix=True, add_digest=True)], "Annotation", "",
+         ["registry.test/base@"]),
+        ([P("registry.test/base", is_prefix=True, add_digest=True)], "OCI", "latest",
+         ["registry.test/base:latest", "registry.test/base@"]),
+        ([P("registry.test/base", is_prefix=True, add_digest=True, skip_named_digest=True)],
+         "OCI", "latest", ["registry.test/base:latest"]),
+        ([P("base-name", is_prefix=True, allow_overwrite=True, add_digest=True)], "containerd",
+         "registry.test/base:latest", ["registry.test/base:latest", "base-name@"]),
+        ([P("base-name", is_prefix=True, allow_overwrite=True, add_digest=True,
+            skip_named_digest=True)], "OCI", "registry.test/base:latest",
+         ["registry.test/base:latest"]),
+        ([P("registry.test/image", is_prefix=True)], "containerd", "registry.test/base:latest",
+         []),
+        ([P("registry.test/image", is_prefix=True)], "OCI", "registry.test/base:latest", []),
+        ([], "Annotation", "", []),
+        ([], "NoAnnotation", "", []),
+        ([P("registry.test/extra:1"), P("registry.test/x", add_digest=True)], "NoAnnotation", "",
+         ["registry.test/index:latest", "registry.test/extra:1", "registry.test/x@"]),
+    ],
+)  # fmt: skip
+def test_image_names_as_containerd(
+    references: list[ImageReference], annotation: str, value: str, expected: list[str]
+) -> None:
+    digest = "sha256:" + hashlib.sha256(repr(references).encode()).hexdigest()
+    key = {"OCI": "org.opencontainers.image.ref.name",
+           "containerd": "io.containerd.image.name"}.get(annotation)  # fmt: skip
+    desc = Descriptor("application/vnd.oci.image.manifest.v1+json", digest, 1,
+                      {key: value} if key else {})  # fmt: skip
+    opts = ImportOptions(references=references)
+    if annotation == "NoAnnotation":  # the archive's own index, named by the ImageStore
+        opts.name = "registry.test/index:latest" if references else ""
+    names = names_for(desc, annotation != "NoAnnotation", opts)
+    assert names == [n + digest if n.endswith("@") else n for n in expected]
+
+
+@pytest.mark.parametrize(
+    ("name", "tag", "familiar"),
+    [
+        ("localhost/testimages/multilayer:latest", "latest", "localhost/testimages/multilayer:latest"),
+        ("docker.io/library/alpine:3.19", "3.19", "alpine:3.19"),
+        ("docker.io/user/app:1", "1", "user/app:1"),
+        ("127.0.0.1:5000/a/b@sha256:" + "a" * 64, "@sha256:" + "a" * 64,
+         "127.0.0.1:5000/a/b@sha256:" + "a" * 64),
+        ("import-2024-01-01:latest", "", "import-2024-01-01:latest"),
+    ],
+)  # fmt: skip
+def test_reference_names(name: str, tag: str, familiar: str) -> None:
+    assert reference_object(name) == tag  # what org.opencontainers.image.ref.name carries
+    assert familiar_name(name) == familiar  # what manifest.json's RepoTags carry
 
 
 # -- import -------------------------------------------------------------------------
@@ -319,9 +398,9 @@ def test_bad_archives(suite: Suite, testimages: Images, tmp_path: Path) -> None:
             tar.addfile(info, io.BytesIO(content))
     cases["huge-manifest"] = (InvalidArgument, "over the 4194304-byte limit")
 
-    noise = tmp_path / "noise.tar"
-    noise.write_bytes(hashlib.sha512(b"noise").digest() * 64)
-    cases["noise"] = (InvalidArgument, "no valid tar header")
+    noise = tmp_path / "noise.tar"  # refused at once, while the client still has plenty to send
+    noise.write_bytes(os.urandom(16 * MiB))
+    cases["noise"] = (InvalidArgument, "no valid tar header at byte 0")
 
     paths = {"truncated": truncated, "wrong": wrong, "missing": missing,
              "garbage-index": garbage_index, "huge-manifest": huge, "noise": noise}  # fmt: skip
@@ -330,6 +409,48 @@ def test_bad_archives(suite: Suite, testimages: Images, tmp_path: Path) -> None:
         with pytest.raises(error, match=message):
             import_archive(suite, ns, paths[case])
         nothing_left_behind(suite, ns)
+
+
+class FailingFile(io.RawIOBase):
+    """An archive whose reading fails part-way (a disk error, a pipe that broke)."""
+
+    def __init__(self, path: Path, fail_at: int) -> None:
+        self.f = path.open("rb")
+        self.fail_at = fail_at
+
+    def read(self, size: int = -1) -> bytes:
+        if self.f.tell() >= self.fail_at:
+            raise OSError("simulated read error")
+        return self.f.read(min(size, self.fail_at - self.f.tell()))
+
+
+def test_a_client_read_error_is_the_error(suite: Suite, testimages: Images) -> None:
+    ns = "xfer-bad-read"
+    source = FailingFile(testimages.archive("multilayer"), 300_000)
+    with context.using(namespace=ns), pytest.raises(OSError, match="simulated read error"):
+        TransferClient(channel(suite.address)).import_archive(source)
+    source.f.close()
+    nothing_left_behind(suite, ns)
+
+
+def test_what_a_failed_import_wrote_is_collected(
+    fresh_suite: Suite, testimages: Images, tmp_path: Path
+) -> None:
+    ns = "xfer-collected"
+    wrong = tmp_path / "wrong.tar"
+    last = max(testimages.layers("multilayer"), key=lambda lay: lay.digest)
+    rewrite(testimages.archive("multilayer"), wrong,
+            lambda name, d: d[::-1] if name == f"blobs/sha256/{last.digest[7:]}" else d)  # fmt: skip
+    with pytest.raises(DataLoss):
+        import_archive(fresh_suite, ns, wrong)
+    written = rows(fresh_suite.ctr("content", "ls", namespace=ns).stdout)
+    assert len(written) >= 5  # the blobs before the wrong one, held by the import's lease
+    nothing_left_behind(fresh_suite, ns)
+    # A deletion wakes the collector: with the lease gone, nothing keeps them.
+    fresh_suite.ctr("content", "ingest", "poke", input=b"poke", namespace=ns)
+    fresh_suite.ctr("content", "rm", "sha256:" + hashlib.sha256(b"poke").hexdigest(), namespace=ns)
+    wait_until(lambda: not rows(fresh_suite.ctr("content", "ls", namespace=ns).stdout), 30,
+               what="the collector to remove what the failed import wrote")  # fmt: skip
 
 
 # -- flow control ---------------------------------------------------------------------
@@ -369,7 +490,7 @@ def test_big_import_and_export_stream(suite: Suite, testimages_big: Images, tmp_
           f"export {took:.1f}s (+{grown_export / MiB:.1f} MiB peak)")  # fmt: skip
     assert grown_import < 64 * MiB
     assert grown_export < 64 * MiB
-    assert exported.stat().st_size > 80 * MiB
+    assert exported.stat().st_size > 80_000_000
     assert read_member(exported, "index.json")["manifests"][0]["digest"] == testimages_big.digest(
         "big"
     )
@@ -390,7 +511,7 @@ class GoStyleReceiver:
         self.granted = 0
         self.paused = True
         stub = streaming_pb2_grpc.StreamingStub(channel(suite.address))
-        self.responses = stub.Stream(self._outgoing())
+        self.responses: Any = cast(Any, stub.Stream(self._outgoing()))
         next(self.responses)  # registered
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -427,6 +548,72 @@ class GoStyleReceiver:
             self.cond.notify_all()
 
 
+class GoStyleSender:
+    """containerd's SendStream, by hand: sends nothing before the server's first window update,
+    then at most 32 KiB per Data message and never beyond the window; CloseSend at the end."""
+
+    def __init__(self, suite: Suite, data: bytes) -> None:
+        self.name = f"go-send-{time.time_ns()}"
+        self.data = memoryview(data)
+        self.sent = 0
+        self.granted = 0
+        self.requests: queue.Queue[Any] = queue.Queue()
+        self.requests.put(typeurl.pack(streaming_pb2.StreamInit(id=self.name)))
+        stub = streaming_pb2_grpc.StreamingStub(channel(suite.address))
+        self.responses: Any = cast(Any, stub.Stream(iter(self.requests.get, None)))
+        next(self.responses)  # registered
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for item in self.responses:
+            msg = typeurl.unpack(item)
+            assert isinstance(msg, data_pb2.WindowUpdate)
+            self.granted += msg.update
+            while self.sent < len(self.data) and self.sent < self.granted:
+                n = min(32 << 10, self.granted - self.sent)
+                piece = self.data[self.sent : self.sent + n].tobytes()
+                self.requests.put(typeurl.pack(data_pb2.Data(data=piece)))
+                self.sent += len(piece)
+            if self.sent >= len(self.data):
+                self.requests.put(None)
+
+
+def test_import_from_a_containerd_style_sender_with_compression(
+    suite: Suite, testimages: Images, tmp_path: Path
+) -> None:
+    archive = tmp_path / "docker.tar"
+    docker_save(testimages, "multilayer", archive, "berth-test/compressed:1")
+    ns = "xfer-go-sender"
+    sender = GoStyleSender(suite, archive.read_bytes())
+    store = imagestore_pb2.ImageStore(
+        extra_references=[imagestore_pb2.ImageReference(name="x", is_prefix=True,
+                                                        allow_overwrite=True)],
+        unpacks=[imagestore_pb2.UnpackConfiguration(snapshotter="overlayfs")],
+    )  # fmt: skip
+    request = transfer_pb2.TransferRequest(
+        source=typeurl.pack(
+            importexport_pb2.ImageImportStream(stream=sender.name, force_compress=True)
+        ),
+        destination=typeurl.pack(store),
+    )
+    with context.using(namespace=ns):
+        transfer_pb2_grpc.TransferStub(channel(suite.address)).Transfer(request)
+    sender.thread.join(30)
+    name = "docker.io/berth-test/compressed:1"
+    digest = image_digests(suite, ns)[name]
+    manifest = json.loads(suite.ctr("content", "get", digest, namespace=ns).stdout)
+    assert {lay["mediaType"] for lay in manifest["layers"]} == {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    }
+    content = suite.ctr("content", "ls", namespace=ns).stdout
+    for blob, layer in zip(manifest["layers"], testimages.layers("multilayer"), strict=True):
+        line = next(line for line in content.splitlines() if line.startswith(blob["digest"]))
+        assert f"containerd.io/uncompressed={layer.diff_id}" in line
+    assert_complete_and_unpacked(suite, ns, name)
+    assert unpacked_tree(suite, ns, testimages, "multilayer", tmp_path) == containerd_tree()
+
+
 def test_export_honours_the_receivers_window(
     suite: Suite, testimages: Images, tmp_path: Path
 ) -> None:
@@ -449,9 +636,11 @@ def test_export_honours_the_receivers_window(
 
     worker = threading.Thread(target=transfer)
     worker.start()
-    time.sleep(1.5)
+    with receiver.cond:  # all it may send, and then no more
+        assert receiver.cond.wait_for(lambda: len(receiver.data) >= GoStyleReceiver.WINDOW, 30)
+    time.sleep(1)
     with receiver.cond:
-        assert len(receiver.data) == GoStyleReceiver.WINDOW  # all it may send, and no more
+        assert len(receiver.data) == GoStyleReceiver.WINDOW
         receiver.paused = False
     receiver.grant(GoStyleReceiver.WINDOW)
     worker.join(60)
