@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from services.images.archive_import import descriptor_json, go_json, reference_object
+from services.images.archive_names import descriptor_json, go_json, reference_object
 from services.images.pull import Progress, ProgressFn
 from shared import content, oci
 from shared.diff import Descriptor

@@ -40,12 +40,23 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
+from services.images.archive_names import (
+    ImageReference,
+    ImportOptions,
+    Unpack,
+    config_platform,
+    descriptor_json,
+    go_json,
+    names_for,
+    reference_object,
+)
+from services.images.archive_tar import Member, Readable, TarStream
 from services.images.pull import Progress, ProgressFn
 from shared import content, oci
 from shared import context as request_context
-from shared.content import CHUNK_SIZE, Info, Store
+from shared.content import Info, Store
 from shared.diff import Applier, Descriptor
 from shared.errors import AlreadyExists, BerthError, DataLoss, InvalidArgument, NotFound
 from shared.images import (
@@ -67,15 +78,6 @@ MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 MT_DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 LAYOUT_VERSION = "1.0.0"
 _SMALL_FILES = ("oci-layout", "index.json", "manifest.json")
-_BLOCK = 512
-_ZERO_BLOCK = bytes(_BLOCK)
-_HEADER_ONLY = frozenset(b"123456")  # links, devices, directories, FIFOs: no data follows
-_META_TYPES = frozenset({tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.XGLTYPE,
-                         tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK})  # fmt: skip
-
-
-class Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class LeaseManager(Protocol):
@@ -86,241 +88,7 @@ class LeaseManager(Protocol):
     def add_resource(self, lease_id: str, resource: Resource) -> None: ...
 
 
-@dataclass(frozen=True)
-class ImageReference:
-    """containerd's transfer ImageReference: how an imported image gets a name."""
-
-    name: str
-    is_prefix: bool = False  # a name to put a tag on, or to check full names against
-    allow_overwrite: bool = False  # a full name in the archive may differ from the prefix
-    add_digest: bool = False  # also ``<name>@<digest>``
-    skip_named_digest: bool = False  # ... but not when a full name was found
-
-
-@dataclass(frozen=True)
-class Unpack:
-    platform: oci.Platform
-    snapshotter: str
-
-
-@dataclass
-class ImportOptions:
-    name: str = ""  # names the archive's own index (containerd's ImageStore name)
-    labels: Mapping[str, str] = field(default_factory=dict)
-    platforms: Sequence[oci.Platform] | None = None  # None: every platform
-    all_metadata: bool = False  # also check manifests and configs of other platforms
-    manifest_limit: int = 0
-    references: Sequence[ImageReference] = ()
-    unpacks: Sequence[Unpack] = ()
-    force_compress: bool = False
-
-
-# -- naming (containerd's pkg/transfer/image/imagestore.go and images/archive/reference.go) --
-
-
-def _translator(prefix: str, check_prefix: bool) -> Callable[[str], str]:
-    def translate(ref: str) -> str:
-        if any(c in ref for c in "/:@"):
-            under = ref.startswith(prefix) and (
-                len(ref) == len(prefix) or ref[len(prefix)] in "/:@"
-            )
-            return ref if under or not check_prefix else ""
-        return f"{prefix}:{ref}"
-
-    return translate
-
-
-def _annotated_name(annotations: Mapping[str, str], cleanup: Callable[[str], str]) -> str:
-    name = annotations.get(oci.ANNOTATION_IMAGE_NAME, "")
-    if name:
-        return name if cleanup(name) == name else ""  # a full name is used as is or not at all
-    ref = annotations.get(oci.ANNOTATION_REF_NAME, "")
-    return cleanup(ref) if ref else ""
-
-
-def names_for(desc: Descriptor, from_index: bool, opts: ImportOptions) -> list[str]:
-    """The names of one image: ``from_index`` for an entry of the archive's index (named by its
-    annotations through the prefix references), else the archive's index itself."""
-    names: list[str] = []
-    if from_index:
-        for ref in opts.references:
-            if not ref.is_prefix:
-                continue
-            name = _annotated_name(desc.annotations, _translator(ref.name, not ref.allow_overwrite))
-            if name:
-                names.append(name)
-            if ref.add_digest and not (name and ref.skip_named_digest):
-                names.append(f"{ref.name}@{desc.digest}")
-        return names
-    if opts.name:
-        names.append(opts.name)
-    for ref in opts.references:
-        if not ref.is_prefix:
-            names.append(f"{ref.name}@{desc.digest}" if ref.add_digest else ref.name)
-    return names
-
-
-def reference_object(name: str) -> str:
-    """The tag (or digest) part of a name, as containerd's ``reference.Parse(name).Object``:
-    what ``org.opencontainers.image.ref.name`` carries."""
-    host, slash, path = name.partition("/")
-    if "://" in name or not slash or not host:
-        return ""
-    if ":" in host and not host.rpartition(":")[2].isdigit():
-        return ""
-    at = min((i for i in (path.find(":"), path.find("@")) if i >= 0), default=-1)
-    if at < 0:
-        return ""
-    return path[at + 1 :] if path[at] == ":" else path[at:]
-
-
-# -- the tar stream ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Member:
-    name: str  # cleaned path
-    type: bytes
-    size: int
-    linkname: str
-
-
-class TarStream:
-    """Strict sequential reading of a tar from a stream that cannot seek."""
-
-    def __init__(self, source: Readable) -> None:
-        self._source = source
-        self.offset = 0
-        self._left = 0  # data of the current member not read yet
-        self._padding = 0
-
-    def _read(self, n: int, what: str) -> bytes:
-        parts = []
-        while n:
-            chunk = self._source.read(min(n, CHUNK_SIZE))
-            if not chunk:
-                raise InvalidArgument(
-                    f"archive is truncated: it ends in {what} at byte {self.offset}"
-                )
-            parts.append(chunk)
-            n -= len(chunk)
-            self.offset += len(chunk)
-        return b"".join(parts)
-
-    def chunks(self) -> Iterator[bytes]:
-        """The current member's data, in pieces of CHUNK_SIZE (gathered from smaller reads)."""
-        while self._left:
-            chunk = self._read(min(self._left, CHUNK_SIZE), "a file")
-            self._left -= len(chunk)
-            yield chunk
-
-    def members(self) -> Iterator[Member]:
-        while True:
-            for _ in self.chunks():
-                pass
-            self._read(self._padding, "padding")
-            member = self._next()
-            if member is None:
-                return
-            yield member
-
-    def _next(self) -> Member | None:
-        pax: dict[str, str] = {}
-        long_name = long_link = ""
-        while True:
-            at = self.offset
-            block = self._read(_BLOCK, "a header")
-            if block == _ZERO_BLOCK:
-                return None  # end of archive: what follows is padding
-            try:
-                info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-            except tarfile.HeaderError as e:
-                raise InvalidArgument(f"archive: no valid tar header at byte {at}: {e}") from None
-            padding = -info.size % _BLOCK
-            if info.type in _META_TYPES:
-                if info.size > oci.MAX_MANIFEST_SIZE:
-                    raise InvalidArgument(f"archive: a {info.size}-byte tar extended header")
-                data = self._read(info.size, "a header")
-                self._read(padding, "padding")
-                if info.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
-                    pax.update(_pax_records(data, at))
-                elif info.type == tarfile.GNUTYPE_LONGNAME:
-                    long_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-                elif info.type == tarfile.GNUTYPE_LONGLINK:
-                    long_link = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-                continue
-            if info.type == tarfile.GNUTYPE_SPARSE or "GNU.sparse.major" in pax:
-                raise InvalidArgument(f"archive: sparse file {info.name!r} is not supported")
-            size = int(pax.get("size", info.size))
-            self._left = 0 if info.type[0] in _HEADER_ONLY else size
-            self._padding = -self._left % _BLOCK
-            name = pax.get("path") or long_name or info.name
-            link = pax.get("linkpath") or long_link or info.linkname
-            return Member(posixpath.normpath(name), info.type, size, link)
-
-
-def _pax_records(data: bytes, at: int) -> dict[str, str]:
-    records, pos = {}, 0
-    while pos < len(data):
-        space = data.find(b" ", pos)
-        length = int(data[pos:space]) if space > pos and data[pos:space].isdigit() else 0
-        record = data[space + 1 : pos + length]
-        if length <= 0 or pos + length > len(data) or not record.endswith(b"\n"):
-            raise InvalidArgument(f"archive: malformed tar extended header at byte {at}")
-        key, _, value = record[:-1].partition(b"=")
-        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
-        pos += length
-    return records
-
-
-# -- the import ----------------------------------------------------------------
-
-
-def go_json(value: Any) -> bytes:
-    """JSON as Go's encoding/json writes it (compact, HTML characters escaped), so that
-    manifests built here have the digests containerd's have."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):  # fmt: skip
-        text = text.replace(char, escaped)
-    return text.encode()
-
-
-def descriptor_json(desc: Descriptor, platform: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"mediaType": desc.media_type, "digest": desc.digest, "size": desc.size}
-    if desc.annotations:
-        out["annotations"] = dict(sorted(desc.annotations.items()))
-    if platform is not None:
-        out["platform"] = platform
-    return out
-
-
-def config_platform(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The platform an image config declares, normalized as containerd's platforms.Normalize."""
-    os_name = str(config.get("os", "")).lower()
-    os_name = "darwin" if os_name == "macos" else os_name
-    arch, variant = str(config.get("architecture", "")).lower(), str(config.get("variant", ""))
-    variant = variant.lower()
-    if arch == "i386":
-        arch, variant = "386", ""
-    elif arch in ("x86_64", "x86-64", "amd64"):
-        arch, variant = "amd64", "" if variant == "v1" else variant
-    elif arch in ("aarch64", "arm64"):
-        arch, variant = "arm64", "" if variant in ("8", "v8") else variant
-    elif arch == "armhf":
-        arch, variant = "arm", "v7"
-    elif arch == "armel":
-        arch, variant = "arm", "v6"
-    elif arch == "arm":
-        variant = {"": "v7", "7": "v7", "5": "v5", "6": "v6", "8": "v8"}.get(variant, variant)
-    platform: dict[str, Any] = {"architecture": arch, "os": os_name}
-    if config.get("os.version"):
-        platform["os.version"] = str(config["os.version"])
-    if config.get("os.features"):
-        platform["os.features"] = [str(f) for f in config["os.features"]]
-    if variant:
-        platform["variant"] = variant
-    return platform
+__all__ = ["ArchiveImporter", "ImageReference", "ImportOptions", "Unpack"]
 
 
 def _compressed(head: bytes) -> bool:

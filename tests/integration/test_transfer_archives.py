@@ -18,7 +18,7 @@ from typing import Any, cast
 import pytest
 
 from services.images.archive_export import familiar_name
-from services.images.archive_import import (
+from services.images.archive_names import (
     ImageReference,
     ImportOptions,
     names_for,
