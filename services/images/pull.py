@@ -38,6 +38,7 @@ from shared.unpack import Layer, apply_layer, chain_ids
 log = logging.getLogger(__name__)
 
 WRITER_RETRY_SECONDS = 60.0  # another pull holding the same ref: wait for it this long
+MAX_INDEX_DEPTH = 4  # a checkpoint's index holds its image's (itself maybe an index)
 
 
 @dataclass(frozen=True)
@@ -123,30 +124,65 @@ class Puller:
         source = self._source_label(ref)
         root_data = self._manifest(ref, root, source)
         manifests: list[Descriptor]
+        blobs: list[Descriptor] = []
         if root.media_type in oci.INDEXES:
-            entries = oci.index_entries(root_data)
-            chosen = oci.select_manifests(entries, opts.platforms)
-            if not chosen:
+            manifests, blobs = self._index_children(ref, root, root_data, opts, source)
+            if not manifests and not blobs:
                 wanted = ", ".join(map(str, opts.platforms or []))
                 raise NotFound(f"{ref}: no manifest for platform {wanted}")
-            # As containerd: the index keeps every manifest it lists alive, fetched or not.
-            self._label_children(root, [e.desc for e in entries])
-            manifests = [e.desc for e in chosen]
         elif root.media_type in oci.MANIFESTS:
             manifests = [root]
         else:
             raise FailedPrecondition(f"{ref}: unsupported media type {root.media_type!r}")
 
         with ThreadPoolExecutor(opts.max_concurrent_downloads, thread_name_prefix="pull") as pool:
+            blob_futures = [
+                pool.submit(contextvars.copy_context().run, self._blob, ref, d, source, progress)
+                for d in blobs
+            ]
             for desc in manifests:
                 data = root_data if desc is root else self._manifest(ref, desc, source)
                 self._pull_manifest(
                     ref, desc, oci.parse_manifest(data), opts, source, pool, progress
                 )
+            for future in blob_futures:
+                future.result()
 
         image = self._record(name, root, opts.labels)
         progress(Progress(ref, "complete", total=root.size, progress=root.size))
         return image
+
+    def _index_children(
+        self,
+        ref: str,
+        index: Descriptor,
+        data: bytes,
+        opts: PullOptions,
+        source: dict[str, str],
+        depth: int = 0,
+    ) -> tuple[list[Descriptor], list[Descriptor]]:
+        """The manifests to pull for the platforms, through nested indexes, and the plain
+        blobs an index may list too (a checkpoint's criu dump, spec and rw layer)."""
+        entries = oci.index_entries(data)
+        # As containerd: the index keeps every manifest it lists alive, fetched or not.
+        self._label_children(index, [e.desc for e in entries])
+        manifests: list[Descriptor] = []
+        blobs: list[Descriptor] = []
+        for entry in oci.select_manifests(entries, opts.platforms):
+            if entry.desc.media_type in oci.MANIFESTS:
+                manifests.append(entry.desc)
+            elif entry.desc.media_type in oci.INDEXES:
+                if depth >= MAX_INDEX_DEPTH:
+                    raise FailedPrecondition(f"{ref}: indexes nested too deep")
+                nested = self._manifest(ref, entry.desc, source)
+                more, more_blobs = self._index_children(
+                    ref, entry.desc, nested, opts, source, depth + 1
+                )
+                manifests += more
+                blobs += more_blobs
+            else:
+                blobs.append(entry.desc)
+        return manifests, blobs
 
     def _pull_manifest(
         self,

@@ -23,6 +23,8 @@ from shared.registry import Credentials, Reference, RegistryClient, parse
 
 log = logging.getLogger(__name__)
 
+MAX_INDEX_DEPTH = 4
+
 
 class Pusher:
     def __init__(self, registry: RegistryClient, content: Store, images: ImageRecords) -> None:
@@ -48,21 +50,46 @@ class Pusher:
         progress(Progress(target, "pushing", total=root.size))
         data = self._read(root)
         if root.media_type in oci.INDEXES:
-            entries = oci.index_entries(data)
-            chosen = oci.select_manifests(entries, platforms)
-            for entry in entries:
-                if not self._present(entry.desc):
-                    if platforms is not None and entry in chosen:
-                        raise NotFound(f"{name}: the {entry.platform} manifest was never pulled")
-                    # A platform never pulled: the registry may still take the index.
-                    continue
-                if entry in chosen:
-                    self._push_manifest_tree(registry, ref, entry.desc, progress)
+            self._push_index_children(registry, ref, name, data, platforms, progress)
         elif root.media_type in oci.MANIFESTS:
             self._push_tree_blobs(registry, ref, oci.parse_manifest(data), progress)
         registry.push_manifest(str(ref), root.media_type, data)
         progress(Progress(target, "complete", root.size, root.size))
         return root
+
+    def _push_index_children(
+        self,
+        registry: RegistryClient,
+        ref: Reference,
+        name: str,
+        data: bytes,
+        platforms: Sequence[oci.Platform] | None,
+        progress: ProgressFn,
+        depth: int = 0,
+    ) -> None:
+        entries = oci.index_entries(data)
+        chosen = oci.select_manifests(entries, platforms)
+        for entry in entries:
+            if not self._present(entry.desc):
+                if platforms is not None and entry in chosen:
+                    raise NotFound(f"{name}: the {entry.platform} manifest was never pulled")
+                # A platform never pulled: the registry may still take the index.
+                continue
+            if entry not in chosen:
+                continue
+            if entry.desc.media_type in oci.MANIFESTS:
+                self._push_manifest_tree(registry, ref, entry.desc, progress)
+            elif entry.desc.media_type in oci.INDEXES and depth < MAX_INDEX_DEPTH:
+                # A checkpoint's index holds its image's index: that goes by digest.
+                nested = self._read(entry.desc)
+                self._push_index_children(
+                    registry, ref, name, nested, platforms, progress, depth + 1
+                )
+                by_digest = parse(f"{ref.host}/{ref.repository}@{entry.desc.digest}")
+                registry.push_manifest(str(by_digest), entry.desc.media_type, nested)
+            else:
+                # Plain blobs listed by an index (a checkpoint's criu dump, spec, rw layer).
+                self._push_blobs(registry, ref, [entry.desc], progress)
 
     def _present(self, desc: Descriptor) -> bool:
         try:
@@ -85,7 +112,16 @@ class Pusher:
     def _push_tree_blobs(
         self, registry: RegistryClient, ref: Reference, manifest: oci.Manifest, progress: ProgressFn
     ) -> None:
-        for desc in [*manifest.layers, manifest.config]:
+        self._push_blobs(registry, ref, [*manifest.layers, manifest.config], progress)
+
+    def _push_blobs(
+        self,
+        registry: RegistryClient,
+        ref: Reference,
+        blobs: Sequence[Descriptor],
+        progress: ProgressFn,
+    ) -> None:
+        for desc in blobs:
             name = blob_ref(desc)
             if registry.blob_exists(ref, desc):
                 progress(Progress(name, "exists", desc.size, desc.size))
