@@ -300,6 +300,11 @@ class Task(Process):
 
     def metrics(self) -> message.Message:
         """The task's cgroup statistics (``io.containerd.cgroups.v1/v2.Metrics``)."""
+        # Importing the generated modules registers both types for decoding.
+        from shared.api.containerd.cgroups.v1 import metrics_pb2 as v1
+        from shared.api.containerd.cgroups.v2 import metrics_pb2 as v2
+
+        del v1, v2
 
         reply = self.client.api.tasks.Metrics(
             tasks_pb2.MetricsRequest(filters=[f"id=={self.container_id}"])
