@@ -53,7 +53,7 @@ from shared.snapshots import Mount
 
 log = logging.getLogger(__name__)
 
-SHIM = str(Path(__file__).with_name("shim.py"))
+SHIM = str(Path(__file__).with_name("shim"))  # a directory: python runs its __main__
 # Where the install command puts the criu and crun that work here; searched before PATH.
 TOOLS_BIN = "/opt/berth/bin"
 RUNC_RUNTIMES = {"io.containerd.runc.v2", "io.containerd.runc.v1", "io.containerd.runtime.v1.linux"}
@@ -206,8 +206,12 @@ class TaskManager:
                             {**event, "exit_status": event["status"], "status": "stopped"}
                         ),
                     )
-                elif event["type"] == "start":
-                    pass
+                elif event["type"] == "oom":
+                    self.outbox.put(
+                        "/tasks/oom",
+                        events.TaskOOM(container_id=task.id),
+                        namespace=task.namespace,
+                    )
         except (OSError, ValueError):
             pass
         # The shim went away. After a delete that is expected; otherwise report its end.
@@ -302,7 +306,11 @@ class TaskManager:
             namespace,
             container_id,
             bundle,
-            ShimClient(str(self.sockets / f"{_short(namespace, container_id)}.sock")),
+            # Unique per task instance: a shim that is still going away must never
+            # remove the socket of the next task with the same name.
+            ShimClient(
+                str(self.sockets / f"{_short(namespace, container_id, secrets.token_hex(8))}.sock")
+            ),
         )
         self.tasks[(namespace, container_id)] = task
         mounted = False

@@ -1,14 +1,25 @@
-"""Debian's ctr running containers on berth: run, exit codes, pty, exec, kill, ps, pause, metrics."""
+"""Debian's ctr running containers on berth: run, exit codes, pty, exec, kill, ps, pause,
+metrics, OOM events, log URIs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
+import stat
 import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 
+import grpc
 import pytest
 
+from shared import typeurl
+from shared.api.containerd.events import task_pb2 as task_events
+from shared.api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
+from shared.config import grpc_target
 from tests.harness import CTR, Suite, pid_alive, wait_until
 from tests.testimages import Registry
 
@@ -195,3 +206,116 @@ def test_crun_through_runtime_options(suite: Suite, busybox: str) -> None:
         wait_until(lambda: tasks(suite).get("t-crun-d", ("", ""))[1] == "STOPPED", 30)
         ctr(suite, "tasks", "delete", "t-crun-d")
         ctr(suite, "containers", "delete", "t-crun-d")
+
+
+@contextlib.contextmanager
+def subscribed(suite: Suite, *topics: str) -> Iterator[list[events_pb2.Envelope]]:
+    """Events of ``topics`` in this test's namespace, collected from a live subscription."""
+    marker = "/berth-test/subscribed"
+    filters = [f'topic=="{t}",namespace=={NS}' for t in (*topics, marker)]
+    seen: list[events_pb2.Envelope] = []
+    with grpc.insecure_channel(grpc_target(suite.address)) as ch:
+        stub = events_pb2_grpc.EventsStub(ch)
+        stream = stub.Subscribe(events_pb2.SubscribeRequest(filters=filters))
+
+        def drain() -> None:
+            with contextlib.suppress(grpc.RpcError):
+                seen.extend(stream)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+
+        def live() -> bool:  # the subscription sees what is published from now on
+            stub.Publish(
+                events_pb2.PublishRequest(topic=marker, event=typeurl.pack(task_events.TaskOOM())),
+                metadata=[("containerd-namespace", NS)],
+            )
+            return any(e.topic == marker for e in seen)
+
+        wait_until(live, 20, interval=0.2, what="the event subscription")
+        try:
+            yield seen
+        finally:
+            stream.cancel()
+            reader.join(10)
+
+
+def ooms_of(seen: list[events_pb2.Envelope], container: str) -> int:
+    return sum(
+        1
+        for e in list(seen)
+        if e.topic == "/tasks/oom"
+        and typeurl.unpack_as(e.event, task_events.TaskOOM).container_id == container
+    )
+
+
+def test_oom_kill_is_reported(suite: Suite, busybox: str) -> None:
+    limit = str(32 << 20)
+    with subscribed(suite, "/tasks/oom") as seen:
+        fits = ctr(suite, "run", "--rm", "--memory-limit", limit, busybox, "t-fits",
+                   "sh", "-c", "x=$(head -c 1m /dev/zero | tr '\\0' a); echo fits")  # fmt: skip
+        assert fits.stdout == "fits\n"
+        # The shell keeps 200 MB in a variable: the kernel's OOM killer must end it.
+        hog = ctr(suite, "run", "--rm", "--memory-limit", limit, busybox, "t-oom",
+                  "sh", "-c", "x=$(head -c 200m /dev/zero | tr '\\0' a); echo survived",
+                  check=False)  # fmt: skip
+        assert hog.returncode == 137, hog.stderr
+        assert "survived" not in hog.stdout
+        wait_until(lambda: ooms_of(seen, "t-oom") > 0, 20, what="/tasks/oom for t-oom")
+    assert ooms_of(seen, "t-fits") == 0  # a container that fits, or goes away, is no OOM
+
+
+def test_log_uri_file(suite: Suite, busybox: str, tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "t-logfile.log"  # the directory is made as containerd does
+    result = ctr(suite, "run", "--rm", "--log-uri", f"file://{log}", busybox, "t-logfile",
+                 "sh", "-c", "echo to-out; echo to-err >&2; exit 3", check=False)  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == ""
+    assert sorted(log.read_text().splitlines()) == ["to-err", "to-out"]
+    ctr(suite, "run", "--rm", "--log-uri", f"file://{log}", busybox, "t-logfile", "echo", "again")
+    assert log.read_text().splitlines()[-1] == "again"  # appended, never truncated
+
+
+LOGGER = """#!/bin/sh
+# A logging binary as containerd runs them: stdout on fd 3, stderr on fd 4, fd 5
+# closed once ready; the URI's query comes as arguments ("dir" "<where>").
+out="$2"
+echo "$CONTAINER_NAMESPACE $CONTAINER_ID $*" > "$out/meta"
+env > "$out/env"
+exec 5>&-
+/bin/cat <&3 > "$out/stdout" &
+/bin/cat <&4 > "$out/stderr" &
+wait
+"""
+
+
+def test_log_uri_binary(suite: Suite, busybox: str, tmp_path: Path) -> None:
+    logger = tmp_path / "logger.sh"
+    logger.write_text(LOGGER)
+    logger.chmod(logger.stat().st_mode | stat.S_IXUSR)
+    out = tmp_path / "out"
+    out.mkdir()
+    uri = f"binary://{logger}?dir={out}"
+    result = ctr(suite, "run", "--rm", "--log-uri", uri, busybox, "t-logbin",
+                 "sh", "-c", "echo to-out; echo to-err >&2; exit 4", check=False)  # fmt: skip
+    assert result.returncode == 4, result.stderr
+    assert result.stdout == ""
+    assert (out / "meta").read_text() == f"{NS} t-logbin dir {out}\n"
+    # containerd gives the binary these two variables and nothing else
+    env = dict(line.split("=", 1) for line in (out / "env").read_text().splitlines())
+    assert (env["CONTAINER_ID"], env["CONTAINER_NAMESPACE"]) == ("t-logbin", NS)
+    assert "BERTH_TEST_MARKER" not in env and "HOME" not in env
+    assert (out / "stdout").read_text() == "to-out\n"
+    assert (out / "stderr").read_text() == "to-err\n"
+
+    missing = ctr(suite, "run", "--rm", "--log-uri", f"binary://{tmp_path}/no-such-logger",
+                  busybox, "t-nologger", "true", check=False)  # fmt: skip
+    assert missing.returncode != 0
+    assert "no-such-logger" in missing.stderr
+    unknown = ctr(suite, "run", "--rm", "--log-uri", "ftp://host/x", busybox, "t-ftplog", "true",
+                  check=False)  # fmt: skip
+    assert unknown.returncode != 0
+    assert "unknown stdio scheme" in unknown.stderr
+    for name in ("t-nologger", "t-ftplog"):
+        ctr(suite, "containers", "rm", name, check=False)
+    assert "t-nologger" not in tasks(suite) and "t-ftplog" not in tasks(suite)
