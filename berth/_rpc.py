@@ -62,15 +62,16 @@ def using_lease(lease_id: str | None) -> Iterator[None]:
         _lease.reset(token)
 
 
-# What gRPC says when nothing answers at the address (as opposed to a gateway that is up
-# but whose backend process is down, which also answers UNAVAILABLE).
-_CONNECT_FAILURES = ("failed to connect", "connection refused", "no such file or directory")
+# What gRPC says when nothing answers at the address. A gateway that is up but whose
+# backend process is down also answers UNAVAILABLE, and so does a registry that cannot be
+# reached during a pull: those keep their own message.
+_CONNECT_FAILURE = "failed to connect to all addresses"
 
 
 def _connect_failure(error: grpc.RpcError) -> bool:
     code = error.code() if hasattr(error, "code") else None
-    details = ((error.details() if hasattr(error, "details") else "") or "").lower()
-    return code == grpc.StatusCode.UNAVAILABLE and any(f in details for f in _CONNECT_FAILURES)
+    details = (error.details() if hasattr(error, "details") else "") or ""
+    return code == grpc.StatusCode.UNAVAILABLE and _CONNECT_FAILURE in details
 
 
 def native_error(error: grpc.RpcError, address: str) -> BerthError:

@@ -361,9 +361,13 @@ def _numeric(text: str) -> int | None:
 
 
 def with_uid_gid(uid: int, gid: int) -> SpecOpt:
+    """Run as ``uid``:``gid``; supplementary groups start over from the primary one
+    (:func:`with_additional_gids` adds the user's)."""
+
     def opt(context: SpecContext, spec: Spec) -> None:
         user = _user(spec)
         user["uid"], user["gid"] = uid, gid
+        user["additionalGids"] = []
         _ensure_primary_gid(spec)
 
     return opt

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import grpc
 from google.protobuf import message
 
 from berth.cio import IO, Creator, null_io
@@ -87,9 +88,13 @@ class ExitWaiter:
         self._future = future
 
     def result(self, timeout: float | None = None) -> ExitStatus:
+        """The exit status; TimeoutError if the process still runs after ``timeout``."""
         from berth.client import to_datetime
 
-        reply = self._future.result(timeout)
+        try:
+            reply = self._future.result(timeout)
+        except grpc.FutureTimeoutError:
+            raise TimeoutError(f"still running after {timeout}s") from None
         return ExitStatus(reply.exit_status, to_datetime(reply.exited_at))
 
     def done(self) -> bool:
