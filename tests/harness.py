@@ -102,6 +102,23 @@ class NatsServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def processes_in(directory: Path) -> list[int]:
+    """PIDs whose working directory is ``directory`` or below: shims run in their
+    task's directory (forked shims share their zygote's command line)."""
+    found = []
+    prefix = str(directory)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd").removesuffix(" (deleted)")
+        except OSError:
+            continue
+        if (cwd == prefix or cwd.startswith(prefix + "/")) and pid_alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
 def remove_tasks(state: Path) -> list[str]:
     """Containers outlive berth by design; a test's must not outlive the test.
 

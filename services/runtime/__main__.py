@@ -49,6 +49,7 @@ async def setup(svc: ServiceProcess) -> None:
         ),
         content=ContentProxy(sync_client.channel(config.endpoint(topology.CONTENT).address)),
     )
+    svc.on_shutdown(tasks.shims.close)  # the zygote; the shims it made live on
     await tasks.adopt(lambda coro, name: svc.spawn(coro, name=name))
 
     svc.add_grpc(

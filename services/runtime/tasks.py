@@ -22,7 +22,6 @@ import logging
 import os
 import secrets
 import shutil
-import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 from services.runtime import checkpoint
 from services.runtime.container_store import ContainerRecords
 from services.runtime.shim_client import ShimClient
+from services.runtime.shims import ShimStarter
 from shared import mount as mounting
 from shared import typeurl
 from shared.api.containerd.events import task_pb2 as events
@@ -53,7 +53,6 @@ from shared.snapshots import Mount
 
 log = logging.getLogger(__name__)
 
-SHIM = str(Path(__file__).with_name("shim"))  # a directory: python runs its __main__
 # Where the install command puts the criu and crun that work here; searched before PATH.
 TOOLS_BIN = "/opt/berth/bin"
 RUNC_RUNTIMES = {"io.containerd.runc.v2", "io.containerd.runc.v1", "io.containerd.runtime.v1.linux"}
@@ -143,6 +142,7 @@ class TaskManager:
         self.criu = criu
         self.content = content  # where checkpoints go, and come from
         self.tasks: dict[tuple[str, str], Task] = {}
+        self.shims = ShimStarter(self.root)
         self._spawn: Callable[[Coroutine[Any, Any, None], str], None] | None = None
 
     # -- bookkeeping -------------------------------------------------------
@@ -384,13 +384,7 @@ class TaskManager:
             return self.containers.get(container_id)
 
     async def _start_shim(self, task: Task) -> None:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-S", "-I", SHIM, str(task.dir), stdin=asyncio.subprocess.DEVNULL
-        )
-        if await process.wait() != 0:
-            raise Unavailable(
-                f"the shim for {task.id} failed to start; see {task.dir / 'shim.log'}"
-            )
+        await self.shims.start(task.dir)
         deadline = time.monotonic() + 10
         while not os.path.exists(task.shim.socket_path):
             if time.monotonic() > deadline:

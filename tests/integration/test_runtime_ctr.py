@@ -20,7 +20,7 @@ from shared import typeurl
 from shared.api.containerd.events import task_pb2 as task_events
 from shared.api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from shared.config import grpc_target
-from tests.harness import CTR, Suite, pid_alive, wait_until
+from tests.harness import CTR, Suite, pid_alive, processes_in, wait_until
 from tests.testimages import Registry
 
 NS = "runtime"
@@ -100,6 +100,9 @@ def test_detached_lifecycle(suite: Suite, busybox: str) -> None:
     pid, status = tasks(suite)["t-detached"]
     assert status == "RUNNING"
     assert pid_alive(int(pid))
+    task_dir = suite.state / "runtime" / "tasks" / NS / "t-detached"
+    shim = int((task_dir / "shim.pid").read_text())
+    assert processes_in(task_dir) == [shim]  # what test_nothing_left_behind relies on
 
     assert (
         ctr(suite, "tasks", "exec", "--exec-id", "x1", "t-detached", "echo", "from exec").stdout
@@ -179,13 +182,8 @@ def test_nothing_left_behind(suite: Suite, busybox: str) -> None:
     with open("/proc/mounts") as f:
         assert "t-clean" not in f.read()
 
-    def shim_gone() -> bool:
-        found = subprocess.run(
-            ["pgrep", "-f", str(runtime_tasks / "t-clean")], capture_output=True, text=True
-        )
-        return found.stdout.strip() == ""
-
-    wait_until(shim_gone, 10, what="the shim to exit after delete")
+    wait_until(lambda: not processes_in(runtime_tasks / "t-clean"), 10,
+               what="the shim to exit after delete")  # fmt: skip
 
 
 @pytest.mark.skipif(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ from shared.api.containerd.events import task_pb2 as task_events
 from shared.api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from shared.api.containerd.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from shared.config import grpc_target
-from tests.harness import Suite, pid_alive, running_suite, wait_until
+from tests.harness import Suite, pid_alive, processes_in, running_suite, wait_until
 from tests.testimages import Registry
 
 NS = "restart"
@@ -154,12 +153,8 @@ def test_fifty_containers_at_once_and_nothing_left(restart_suite: tuple[Suite, s
     assert not task_root.exists() or list(task_root.iterdir()) == []
     for name in names:
         assert not os.path.exists(f"/sys/fs/cgroup/pids/{NS}/{name}")
-    shims = subprocess.run(
-        ["pgrep", "-f", str(suite.state / "runtime" / "tasks")], capture_output=True, text=True
-    )
-    wait_until(lambda: subprocess.run(["pgrep", "-f", str(suite.state / "runtime" / "tasks")],
-                                      capture_output=True).returncode != 0, 15, what="every shim to exit")  # fmt: skip
-    del shims
+    wait_until(lambda: not processes_in(suite.state / "runtime" / "tasks"), 15,
+               what="every shim to exit")  # fmt: skip
 
 
 def _retrying(fn: object) -> object:

@@ -1,4 +1,5 @@
-"""``python -S -I <repo>/services/runtime/shim <task dir>``: start a task's shim."""
+"""Start shims: ``python -S -I <repo>/services/runtime/shim <task dir>`` runs one;
+``... --zygote <runtime state dir>`` runs the zygote that forks them (zygote.py)."""
 
 import os
 import sys
@@ -8,6 +9,11 @@ import sys
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(here)))
 
-from services.runtime.shim.server import main  # noqa: E402
+if sys.argv[1:2] == ["--zygote"]:
+    from services.runtime.shim import zygote
 
-main()
+    zygote.serve(sys.argv[2])
+else:
+    from services.runtime.shim import server
+
+    server.main()

@@ -15,6 +15,7 @@ import time
 from services.runtime.shim.proc import Reaper, ShimError, write_atomic
 from services.runtime.shim.task import Task, send
 
+PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 
 OPERATIONS = {"create", "start", "exec", "kill", "delete", "wait", "state", "list", "pause",
@@ -56,6 +57,7 @@ def daemonize(task_dir: str) -> None:
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
+    os.chdir(task_dir)  # as containerd's shim runs in the bundle; tests find shims by it
     null = os.open(os.devnull, os.O_RDWR)
     log = os.open(os.path.join(task_dir, "shim.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     os.dup2(null, 0)
@@ -95,11 +97,17 @@ def serve(task: Task, server: socket.socket) -> None:
             threading.Thread(target=serve_connection, args=(task, conn), daemon=True).start()
 
 
-def main() -> None:
-    task_dir = sys.argv[1]
+def set_name(name: bytes) -> None:
+    """What ps -o comm and top show (a forked shim's command line is its zygote's)."""
+    ctypes.CDLL(None).prctl(PR_SET_NAME, name, 0, 0, 0)
+
+
+def run(task_dir: str) -> None:
+    """Be the shim of ``task_dir``: returns (in the daemon) once the task is deleted."""
     with open(os.path.join(task_dir, "shim.json")) as f:
         config = json.load(f)
     daemonize(task_dir)
+    set_name(b"berth-shim")
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
@@ -121,3 +129,7 @@ def main() -> None:
     time.sleep(0.2)  # let the delete reply and the last events go out
     server.close()
     os.unlink(sock_path)
+
+
+def main() -> None:
+    run(sys.argv[1])
