@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import grpc
 from google.protobuf import empty_pb2, field_mask_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
 from berth import _rpc, distribution
 from berth.image import Image
@@ -401,6 +402,12 @@ class Client:
             return
         with self.lease(expire=timedelta(hours=24)):
             yield
+
+    def publish(self, topic: str, event: Message) -> None:
+        """Publish ``event`` (a protobuf message) on ``topic`` in the client's namespace."""
+        from berth.events import publish
+
+        publish(self, topic, event)
 
     def subscribe(self, *filters: str) -> Subscription:
         """Events as they happen, in every namespace unless filtered
