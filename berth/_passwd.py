@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.errors import NotFound
+from shared.errors import InvalidArgument, NotFound
 
 MAX_LINKS = 255
 
@@ -46,7 +46,7 @@ def in_root(root: Path, path: str) -> Path:
         if candidate.is_symlink():
             links += 1
             if links > MAX_LINKS:
-                raise OSError(f"too many levels of symbolic links in {path}")
+                raise InvalidArgument(f"too many levels of symbolic links in {path}")
             target = os.readlink(candidate)
             if target.startswith("/"):
                 resolved = []

@@ -9,7 +9,6 @@ root filesystem in a snapshotter.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -93,7 +92,8 @@ class Image:
 
     def rootfs(self) -> list[str]:
         """The diff IDs of the layers, bottom first."""
-        return formats.diff_ids(json.dumps(self.config()).encode())
+        desc = self.config_descriptor()
+        return formats.diff_ids(self._read(desc.digest))
 
     def chain_id(self) -> str:
         """The name of the committed snapshot that is this image's root filesystem."""
@@ -188,6 +188,8 @@ def write_blob(
             store.update(Info(digest, len(data), 0, 0, dict(labels)), paths)
         return Descriptor(media_type, digest, len(data))
     try:
+        if writer.status().offset:  # an ingest of the same ref left from before
+            writer.truncate(0)
         writer.write(data)
         writer.commit(len(data), digest, labels)
     except AlreadyExists:
