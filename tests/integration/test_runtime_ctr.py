@@ -3,24 +3,17 @@ metrics, OOM events, log URIs."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pty
 import select
 import stat
 import subprocess
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
-from shared import typeurl
-from shared.api.containerd.events import task_pb2 as task_events
-from shared.api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
-from shared.config import grpc_target
 from tests.harness import CTR, Suite, pid_alive, processes_in, wait_until
+from tests.integration.events_support import ooms_of, subscribed
 from tests.testimages import Registry
 
 NS = "runtime"
@@ -206,50 +199,9 @@ def test_crun_through_runtime_options(suite: Suite, busybox: str) -> None:
         ctr(suite, "containers", "delete", "t-crun-d")
 
 
-@contextlib.contextmanager
-def subscribed(suite: Suite, *topics: str) -> Iterator[list[events_pb2.Envelope]]:
-    """Events of ``topics`` in this test's namespace, collected from a live subscription."""
-    marker = "/berth-test/subscribed"
-    filters = [f'topic=="{t}",namespace=={NS}' for t in (*topics, marker)]
-    seen: list[events_pb2.Envelope] = []
-    with grpc.insecure_channel(grpc_target(suite.address)) as ch:
-        stub = events_pb2_grpc.EventsStub(ch)
-        stream = stub.Subscribe(events_pb2.SubscribeRequest(filters=filters))
-
-        def drain() -> None:
-            with contextlib.suppress(grpc.RpcError):
-                seen.extend(stream)
-
-        reader = threading.Thread(target=drain, daemon=True)
-        reader.start()
-
-        def live() -> bool:  # the subscription sees what is published from now on
-            stub.Publish(
-                events_pb2.PublishRequest(topic=marker, event=typeurl.pack(task_events.TaskOOM())),
-                metadata=[("containerd-namespace", NS)],
-            )
-            return any(e.topic == marker for e in seen)
-
-        wait_until(live, 20, interval=0.2, what="the event subscription")
-        try:
-            yield seen
-        finally:
-            stream.cancel()
-            reader.join(10)
-
-
-def ooms_of(seen: list[events_pb2.Envelope], container: str) -> int:
-    return sum(
-        1
-        for e in list(seen)
-        if e.topic == "/tasks/oom"
-        and typeurl.unpack_as(e.event, task_events.TaskOOM).container_id == container
-    )
-
-
 def test_oom_kill_is_reported(suite: Suite, busybox: str) -> None:
     limit = str(32 << 20)
-    with subscribed(suite, "/tasks/oom") as seen:
+    with subscribed(suite, NS, "/tasks/oom") as seen:
         fits = ctr(suite, "run", "--rm", "--memory-limit", limit, busybox, "t-fits",
                    "sh", "-c", "x=$(head -c 1m /dev/zero | tr '\\0' a); echo fits")  # fmt: skip
         assert fits.stdout == "fits\n"

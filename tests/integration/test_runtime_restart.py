@@ -7,6 +7,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import pytest
@@ -17,6 +18,7 @@ from shared.api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from shared.api.containerd.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from shared.config import grpc_target
 from tests.harness import Suite, pid_alive, processes_in, running_suite, wait_until
+from tests.integration.events_support import exits_of, ooms_of, subscribed
 from tests.testimages import Registry
 
 NS = "restart"
@@ -121,6 +123,29 @@ def test_a_container_keeps_running_across_a_restart(restart_suite: tuple[Suite, 
     suite.ctr("tasks", "delete", "r-alive", namespace=NS, check=False)
     suite.ctr("containers", "rm", "r-alive", namespace=NS)
     assert not pid_alive(int(pid))
+
+
+def test_an_oom_while_the_runtime_is_down_is_reported(
+    restart_suite: tuple[Suite, str], tmp_path: Path
+) -> None:
+    suite, ref = restart_suite
+    trigger = tmp_path / "trigger"
+    trigger.mkdir()
+    hog = "while [ ! -e /trigger/go ]; do sleep 0.1; done; x=$(head -c 200m /dev/zero | tr '\\0' a)"
+    suite.ctr("run", "-d", "--memory-limit", str(32 << 20),
+              "--mount", f"type=bind,src={trigger},dst=/trigger,options=rbind:ro",
+              ref, "r-oom", "sh", "-c", hog, namespace=NS)  # fmt: skip
+    pid = int(_tasks(suite)["r-oom"][0])
+    with subscribed(suite, NS, "/tasks/oom", "/tasks/exit") as seen:
+        old = suite.processes()["runtime"]
+        os.kill(old, signal.SIGKILL)
+        (trigger / "go").touch()  # the OOM kill happens while nobody in berth listens
+        wait_until(lambda: not pid_alive(pid), 30, what="the OOM killer to end the container")
+        wait_until(lambda: ooms_of(seen, "r-oom") > 0 and exits_of(seen, "r-oom"), 30,
+                   what="/tasks/oom and /tasks/exit once the runtime is back")  # fmt: skip
+    assert exits_of(seen, "r-oom") == [137]
+    suite.ctr("tasks", "delete", "r-oom", namespace=NS, check=False)
+    suite.ctr("containers", "rm", "r-oom", namespace=NS)
 
 
 def test_fifty_containers_at_once_and_nothing_left(restart_suite: tuple[Suite, str]) -> None:

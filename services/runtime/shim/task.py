@@ -145,12 +145,11 @@ class Task:
             print(f"shim {self.id}: cannot watch for OOM kills: {e}", flush=True)
 
     def on_oom(self) -> None:
+        event = {"type": "oom"}
         with self.lock:
-            if not self.subscribers:  # the runtime is restarting: hand it over later
-                self.undelivered.append({"type": "oom"})
+            if not self._publish(event):  # the runtime is restarting: hand it over later
+                self.undelivered.append(event)
                 del self.undelivered[:-16]
-                return
-        self._publish({"type": "oom"})
 
     def start(self, req: dict[str, Any]) -> dict[str, Any]:
         exec_id = req.get("exec_id", "")
@@ -358,13 +357,17 @@ class Task:
                 send(conn, event)
             self.undelivered.clear()
 
-    def _publish(self, event: dict[str, Any]) -> None:
+    def _publish(self, event: dict[str, Any]) -> int:
+        """Send ``event`` to every subscriber; how many got it."""
+        delivered = 0
         with self.lock:
             for conn in list(self.subscribers):
                 try:
                     send(conn, event)
-                except OSError:
+                    delivered += 1
+                except OSError:  # a runtime that died: its connection is gone
                     self.subscribers.remove(conn)
+        return delivered
 
 
 def _unlink(path: str) -> None:
