@@ -65,6 +65,10 @@ class IO:
     def close(self) -> None:
         """Stop copying and remove what was made for the process (its FIFOs)."""
 
+    def detach(self) -> None:
+        """Stop copying but leave the FIFOs, so that the process can be attached to again
+        (``container.task(attach=...)``). Its stdin, if it had one, sees the end."""
+
 
 def _reader(source: Stream) -> tuple[int | None, Callable[[], bytes]]:
     """A descriptor to wait on (if any) and a function reading a chunk of ``source``."""
@@ -202,10 +206,17 @@ class FifoIO(IO):
                 os.close(os.open(self.config.stdin, os.O_RDONLY | os.O_NONBLOCK))
 
     def close(self) -> None:
-        if not self._stopped.is_set():
-            self._stopped.set()
-            with contextlib.suppress(OSError):
-                os.write(self._wake_w, b"x")
+        self._stop(remove=True)
+
+    def detach(self) -> None:
+        self._stop(remove=False)
+
+    def _stop(self, *, remove: bool) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
         self.cancel()
         threads = [*self._outputs, *([self._input] if self._input else [])]
         for thread in threads:
@@ -215,7 +226,7 @@ class FifoIO(IO):
             for fd in (self._wake_r, self._wake_w):
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        if self._directory is not None:
+        if remove and self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
 
 

@@ -393,3 +393,63 @@ def test_fifos_are_gone_after_delete(
     finally:
         remove(container)
     assert list(fifo_dir.iterdir()) == []
+
+
+def test_close_io_ends_the_input(client: berth.Client, busybox: berth.Image) -> None:
+    read_end, write_end = os.pipe()  # stays open: only close_io ends the input
+    out = io.BytesIO()
+    container = client.new_container(
+        "c-closeio", snapshot=berth.with_new_snapshot("c-closeio", busybox),
+        spec=berth.with_new_spec(oci.with_image_config(busybox),
+                                 oci.with_process_args("sh", "-c", "cat | wc -c")),
+    )  # fmt: skip
+    try:
+        task = container.new_task(cio.with_streams(read_end, out))
+        exited = task.wait()
+        task.start()
+        os.write(write_end, b"abc")
+        with pytest.raises(TimeoutError):
+            exited.result(0.5)
+        task.close_io()
+        assert exited.result(30).code == 0
+        task.delete()
+    finally:
+        remove(container)
+        os.close(read_end)
+        os.close(write_end)
+    assert out.getvalue().strip() == b"3"
+
+
+def test_detach_and_attach_again(client: berth.Client, busybox: berth.Image) -> None:
+    first, second = io.BytesIO(), io.BytesIO()
+    container = client.new_container(
+        "c-attach", snapshot=berth.with_new_snapshot("c-attach", busybox),
+        spec=berth.with_new_spec(oci.with_image_config(busybox), oci.with_process_args(
+            "sh", "-c", "i=0; while [ $i -lt 30 ]; do i=$((i+1)); echo tick $i; sleep 0.1; done")),
+    )  # fmt: skip
+    try:
+        task = container.new_task(cio.with_streams(None, first))
+        task.start()
+        wait_until(lambda: b"tick 3\n" in first.getvalue(), 30)
+        assert task.io is not None
+        task.io.detach()  # this client goes; the FIFOs and the process stay
+        again = container.task(attach=cio.with_streams(None, second))
+        assert again.pid == task.pid
+        assert again.wait().result(30).code == 0
+        again.delete()
+    finally:
+        remove(container)
+    # The second client got the rest, where the first had stopped.
+    ticks = (first.getvalue() + second.getvalue()).split(b"\n")
+    assert b"tick 30" in ticks and b"tick 30\n" in second.getvalue()
+
+
+def test_update_resources(client: berth.Client, sleeper: berth.Task) -> None:
+    sleeper.update({"memory": {"limit": 64 << 20}})
+    metrics: Any = sleeper.metrics()
+    limit = (
+        metrics.memory.usage.limit
+        if hasattr(metrics.memory, "usage")
+        else metrics.memory.usage_limit
+    )
+    assert limit == 64 << 20
