@@ -97,8 +97,9 @@ def _rw_layer(client: Client, snapshotter: str, key: str) -> Descriptor:
                     service.remove(removable)
 
 
-def _dump(client: Client, container_id: str, options: runc_options.CheckpointOptions
-          ) -> list[Descriptor]:  # fmt: skip
+def _dump(
+    client: Client, container_id: str, options: runc_options.CheckpointOptions
+) -> list[Descriptor]:
     reply = client.api.tasks.Checkpoint(
         tasks_pb2.CheckpointTaskRequest(container_id=container_id, options=typeurl.pack(options))
     )
@@ -162,8 +163,9 @@ def checkpoint_container(
         manifests: list[dict[str, Any]] = []
         if record.runtime_options is not None and record.runtime_options.value:
             data = record.runtime_options.SerializeToString()
-            desc = write_blob(client, data, MEDIA_TYPE_RUNTIME_OPTIONS,
-                              f"{container.id}-runtime-options", {})  # fmt: skip
+            desc = write_blob(
+                client, data, MEDIA_TYPE_RUNTIME_OPTIONS, f"{container.id}-runtime-options", {}
+            )
             manifests.append(_entry(desc, client))
         if image:
             manifests.append(formats.descriptor_to_json(source.target))
@@ -174,8 +176,9 @@ def checkpoint_container(
             options = runc_options.CheckpointOptions(exit=exit, file_locks=True)
             manifests.extend(_entry(d, client) for d in _dump(client, container.id, options))
             data = typeurl.pack(options).SerializeToString()
-            desc = write_blob(client, data, MEDIA_TYPE_OPTIONS,
-                              f"{container.id}-checkpoint-options", {})  # fmt: skip
+            desc = write_blob(
+                client, data, MEDIA_TYPE_OPTIONS, f"{container.id}-checkpoint-options", {}
+            )
             manifests.append(_entry(desc, client))
         index = _write_index(client, manifests, annotations, f"{container.id}index")
         return client.create_image(ref, index)

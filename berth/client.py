@@ -261,9 +261,15 @@ class Client:
         """
         with self._errors():
             return distribution.pull(
-                self, ref, unpack=unpack, platform=platform, snapshotter=snapshotter,
-                labels=labels, progress=progress, credentials=credentials,
-            )  # fmt: skip
+                self,
+                ref,
+                unpack=unpack,
+                platform=platform,
+                snapshotter=snapshotter,
+                labels=labels,
+                progress=progress,
+                credentials=credentials,
+            )
 
     def push(
         self,
@@ -276,8 +282,9 @@ class Client:
     ) -> None:
         """Push ``image`` (default: the image named ``ref``) to the registry as ``ref``."""
         with self._errors():
-            distribution.push(self, ref, image, platform=platform, progress=progress,
-                              credentials=credentials)  # fmt: skip
+            distribution.push(
+                self, ref, image, platform=platform, progress=progress, credentials=credentials
+            )
 
     def import_(
         self,
@@ -294,10 +301,15 @@ class Client:
         the images it named. ``base_name`` is ctr's ``--base-name``."""
         with self._errors():
             return distribution.import_(
-                self, source, base_name=base_name, platform=platform,
-                all_platforms=all_platforms, unpack=unpack, snapshotter=snapshotter,
+                self,
+                source,
+                base_name=base_name,
+                platform=platform,
+                all_platforms=all_platforms,
+                unpack=unpack,
+                snapshotter=snapshotter,
                 progress=progress,
-            )  # fmt: skip
+            )
 
     def export(
         self,
@@ -309,8 +321,9 @@ class Client:
     ) -> None:
         """Write the images ``refs`` as an OCI layout tar to a path or binary stream."""
         with self._errors():
-            distribution.export(self, destination, refs, platform=platform,
-                                all_platforms=all_platforms)  # fmt: skip
+            distribution.export(
+                self, destination, refs, platform=platform, all_platforms=all_platforms
+            )
 
     # -- containers ----------------------------------------------------------------
 
@@ -331,10 +344,17 @@ class Client:
 
         with self._errors():
             return new_container(
-                self, container_id, *opts, image=image, snapshot=snapshot, spec=spec,
-                runtime=runtime, runtime_options=runtime_options, snapshotter=snapshotter,
+                self,
+                container_id,
+                *opts,
+                image=image,
+                snapshot=snapshot,
+                spec=spec,
+                runtime=runtime,
+                runtime_options=runtime_options,
+                snapshotter=snapshotter,
                 labels=labels,
-            )  # fmt: skip
+            )
 
     def load_container(self, container_id: str) -> Container:
         """The container ``container_id`` (NotFound if there is none)."""
@@ -357,8 +377,11 @@ class Client:
         with ``container.new_task(..., checkpoint=checkpoint)`` to restore the process."""
         from berth import checkpoint as cp
 
-        opts = [cp.with_restore_image(checkpoint), cp.with_restore_spec(checkpoint),
-                cp.with_restore_runtime(checkpoint)]  # fmt: skip
+        opts = [
+            cp.with_restore_image(checkpoint),
+            cp.with_restore_spec(checkpoint),
+            cp.with_restore_runtime(checkpoint),
+        ]
         if rw:
             opts.append(cp.with_restore_rw(checkpoint))
         return self.new_container(container_id, *opts)

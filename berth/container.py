@@ -63,11 +63,15 @@ class ContainerRecord:
 
     def to_proto(self) -> api.Container:
         msg = api.Container(
-            id=self.id, image=self.image, labels=self.labels,
+            id=self.id,
+            image=self.image,
+            labels=self.labels,
             runtime=api.Container.Runtime(name=self.runtime),
-            snapshotter=self.snapshotter, snapshot_key=self.snapshot_key,
-            extensions=self.extensions, sandbox=self.sandbox,
-        )  # fmt: skip
+            snapshotter=self.snapshotter,
+            snapshot_key=self.snapshot_key,
+            extensions=self.extensions,
+            sandbox=self.sandbox,
+        )
         if self.runtime_options is not None:
             msg.runtime.options.CopyFrom(self.runtime_options)
         if self.spec is not None:
@@ -79,13 +83,19 @@ class ContainerRecord:
         from berth.client import to_datetime
 
         return cls(
-            id=msg.id, image=msg.image, labels=dict(msg.labels), runtime=msg.runtime.name,
+            id=msg.id,
+            image=msg.image,
+            labels=dict(msg.labels),
+            runtime=msg.runtime.name,
             runtime_options=msg.runtime.options if msg.runtime.HasField("options") else None,
             spec=msg.spec if msg.HasField("spec") else None,
-            snapshotter=msg.snapshotter, snapshot_key=msg.snapshot_key,
-            extensions=dict(msg.extensions), sandbox=msg.sandbox,
-            created_at=to_datetime(msg.created_at), updated_at=to_datetime(msg.updated_at),
-        )  # fmt: skip
+            snapshotter=msg.snapshotter,
+            snapshot_key=msg.snapshot_key,
+            extensions=dict(msg.extensions),
+            sandbox=msg.sandbox,
+            created_at=to_datetime(msg.created_at),
+            updated_at=to_datetime(msg.updated_at),
+        )
 
     def spec_dict(self) -> dict[str, Any]:
         if self.spec is None:
@@ -116,8 +126,9 @@ def with_snapshotter(name: str) -> ContainerOpt:
     return opt
 
 
-def _snapshot(key: str, image: Image, view: bool, labels: Mapping[str, str] | None,
-              snapshotter: str | None) -> ContainerOpt:  # fmt: skip
+def _snapshot(
+    key: str, image: Image, view: bool, labels: Mapping[str, str] | None, snapshotter: str | None
+) -> ContainerOpt:
     def opt(client: Client, record: ContainerRecord) -> None:
         name = snapshotter or record.snapshotter or client.default_snapshotter()
         # Unlike containerd, an image that is not unpacked yet is unpacked first.
@@ -168,8 +179,9 @@ def with_new_spec(*opts: oci.SpecOpt) -> ContainerOpt:
     """containerd's default spec for the container, shaped by ``opts`` (:mod:`berth.oci`)."""
 
     def opt(client: Client, record: ContainerRecord) -> None:
-        context = oci.SpecContext(record.id, client.namespace, client, record.snapshotter,
-                                  record.snapshot_key)  # fmt: skip
+        context = oci.SpecContext(
+            record.id, client.namespace, client, record.snapshotter, record.snapshot_key
+        )
         record.spec = typeurl.pack_json(typeurl.OCI_SPEC, oci.generate_spec(context, *opts))
 
     return opt
@@ -179,8 +191,9 @@ def with_spec(spec: Mapping[str, Any], *opts: oci.SpecOpt) -> ContainerOpt:
     """A given spec, shaped by ``opts``."""
 
     def opt(client: Client, record: ContainerRecord) -> None:
-        context = oci.SpecContext(record.id, client.namespace, client, record.snapshotter,
-                                  record.snapshot_key)  # fmt: skip
+        context = oci.SpecContext(
+            record.id, client.namespace, client, record.snapshotter, record.snapshot_key
+        )
         shaped = oci.apply(context, dict(spec), *opts)
         record.spec = typeurl.pack_json(typeurl.OCI_SPEC, shaped)
 

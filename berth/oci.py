@@ -204,8 +204,12 @@ def with_rootfs_readonly(context: SpecContext, spec: Spec) -> None:
 
 def bind_mount(source: str, destination: str, *, readonly: bool = False) -> dict[str, Any]:
     """A bind mount in OCI form, for :func:`with_mounts`."""
-    return {"destination": destination, "type": "bind", "source": source,
-            "options": ["rbind", "ro" if readonly else "rw"]}  # fmt: skip
+    return {
+        "destination": destination,
+        "type": "bind",
+        "source": source,
+        "options": ["rbind", "ro" if readonly else "rw"],
+    }
 
 
 def with_mounts(mounts: Iterable[Mapping[str, Any]]) -> SpecOpt:
