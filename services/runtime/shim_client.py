@@ -1,4 +1,4 @@
-"""Talking to a task's shim over its control socket (see services/runtime/shim.py)."""
+"""Talking to a task's shim over its control socket (see services/runtime/shim/)."""
 
 from __future__ import annotations
 

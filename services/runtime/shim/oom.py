@@ -13,12 +13,15 @@ notifies, then kills), so it is read again shortly after each wake-up.
 
 The cgroup is found from ``/proc/<pid>/cgroup`` of the container's init and the
 host's cgroup mounts, so it works whatever ``cgroupsPath`` or cgroup driver the
-spec used. The shim's main loop waits on ``OOMWatch.fd`` with its socket.
+spec used. The shim's main loop waits on ``OOMWatch.fd`` with its socket, and
+the shim also looks when the init exits and before the cgroup is deleted, so a
+kill is never missed because the container went away first.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 IN_MODIFY = 0x2
@@ -32,6 +35,7 @@ class OOMWatch:
         self.holds = holds  # v1: memory.oom_control, open for as long as the registration
         self.recheck_at = 0.0  # time.monotonic() of a pending second look, or 0
         self.notices = 0  # v1 kernels before 4.13 have no counter: count notifications
+        self.lock = threading.Lock()  # polled by the main loop and by exit and delete
         self.kills = self._kills()
 
     def _kills(self) -> int:
@@ -42,18 +46,24 @@ class OOMWatch:
                     return int(value)
         return self.notices
 
-    def poll(self, woken: bool) -> int | None:
+    def poll(self, woken: bool = False) -> int | None:
         """New OOM kills since the last poll (``woken``: ``fd`` turned readable);
         None once the cgroup is gone and the watch should be closed."""
-        if woken:
-            self._drain()
-        self.recheck_at = time.monotonic() + RECHECK if woken and self.holds >= 0 else 0.0
-        try:
-            kills = self._kills()
-        except OSError:
-            return None
-        new, self.kills = kills - self.kills, kills
-        return max(new, 0)
+        with self.lock:
+            if self.fd < 0:
+                return None
+            if woken:
+                self._drain()
+                if self.holds >= 0:
+                    self.recheck_at = time.monotonic() + RECHECK
+            elif self.recheck_at and time.monotonic() >= self.recheck_at:
+                self.recheck_at = 0.0
+            try:
+                kills = self._kills()
+            except OSError:
+                return None
+            new, self.kills = kills - self.kills, kills
+            return max(new, 0)
 
     def _drain(self) -> None:
         try:
@@ -66,10 +76,12 @@ class OOMWatch:
             pass
 
     def close(self) -> None:
-        for fd in (self.fd, self.holds):
-            if fd >= 0:
-                os.close(fd)
-        self.fd = self.holds = -1
+        """Only the main loop closes, never while it waits on ``fd``."""
+        with self.lock:
+            for fd in (self.fd, self.holds):
+                if fd >= 0:
+                    os.close(fd)
+            self.fd = self.holds = -1
 
 
 def _mounts() -> list[tuple[str, str, str, list[str]]]:

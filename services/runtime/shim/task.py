@@ -144,6 +144,12 @@ class Task:
         except OSError as e:  # no OOM events then, but the task runs
             print(f"shim {self.id}: cannot watch for OOM kills: {e}", flush=True)
 
+    def check_oom(self) -> None:
+        """Look at the OOM counter now (the main loop also does on every notification)."""
+        watch = self.oom
+        if watch is not None and watch.poll():
+            self.on_oom()
+
     def on_oom(self) -> None:
         event = {"type": "oom"}
         with self.lock:
@@ -201,6 +207,8 @@ class Task:
                     json.dumps({"pid": proc.pid, "status": status, "exited_at": at}),
                 )
             proc.close_stdin()
+        if proc.exec_id == INIT:
+            self.check_oom()  # the kernel counts a kill before its victim dies: OOM first
         proc.exited.set()
         self._publish(
             {
@@ -259,6 +267,7 @@ class Task:
                 with Suppress(ShimError):
                     self._runc("kill", self.id, "9")
                 proc.exited.wait(10)
+            self.check_oom()  # the last chance: runc delete removes the cgroup
             try:
                 self._runc("delete", "--force", self.id)
             except ShimError as e:
