@@ -14,6 +14,7 @@ from services.images.archive_export import ArchiveExporter
 from services.images.archive_import import ArchiveImporter
 from services.images.gc import Collector
 from services.images.gc_scheduler import GcScheduler
+from services.images.image_events import AnnouncedImages
 from services.images.image_store import ImageRecords
 from services.images.lease_store import LeaseRecords
 from services.images.namespace_store import NamespaceRecords
@@ -78,10 +79,11 @@ async def setup(svc: ServiceProcess) -> None:
     svc.spawn(gc.run(), name="garbage collector")
     svc.spawn(gc.follow_deletions(bus), name="garbage collector triggers")
 
+    images = AnnouncedImages(ImageRecords(db), outbox)
     svc.add_grpc(
         "containerd.services.images.v1.Images",
         images_pb2_grpc.add_ImagesServicer_to_server,
-        ImagesServicer(ImageRecords(db), outbox, gc.collect_now),
+        ImagesServicer(images, gc.collect_now),
     )
     svc.add_grpc(
         "containerd.services.namespaces.v1.Namespaces",
@@ -109,14 +111,14 @@ async def setup(svc: ServiceProcess) -> None:
     puller = Puller(
         registry,
         content,
-        ImageRecords(db),
+        images,
         LeaseRecords(db),
         lambda name: SnapshotterProxy(snapshots_channel, name),
         DiffProxy(snapshots_channel),
     )
     importer = ArchiveImporter(
         content,
-        ImageRecords(db),
+        images,
         LeaseRecords(db),
         lambda name: SnapshotterProxy(snapshots_channel, name),
         DiffProxy(snapshots_channel),

@@ -23,14 +23,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from services.images.image_store import ImageRecords
 from services.images.lease_store import LeaseRecords
 from shared import context as request_context
 from shared import oci
 from shared.content import Info, Store
 from shared.diff import Applier, Descriptor
 from shared.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
-from shared.images import LABEL_GC_EXPIRE, LABEL_GC_REF_SNAPSHOT, Image
+from shared.images import LABEL_GC_EXPIRE, LABEL_GC_REF_SNAPSHOT, Image, ImageStore
 from shared.registry import Credentials, RegistryClient, parse
 from shared.snapshots import Snapshotter
 from shared.unpack import Layer, apply_layer, chain_ids
@@ -82,7 +81,7 @@ class Puller:
         self,
         registry: RegistryClient,
         content: Store,
-        images: ImageRecords,
+        images: ImageStore,
         leases: LeaseRecords,
         snapshotter: Callable[[str], Snapshotter],
         applier: Applier,

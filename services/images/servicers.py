@@ -9,10 +9,8 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import empty_pb2
 
-from services.images.image_store import ImageRecords
 from services.images.lease_store import LeaseRecords
 from services.images.namespace_store import NamespaceRecords
-from shared.api.containerd.events import image_pb2 as image_events
 from shared.api.containerd.events import namespace_pb2 as namespace_events
 from shared.api.containerd.services.images.v1 import images_pb2 as images_api
 from shared.api.containerd.services.images.v1 import images_pb2_grpc
@@ -22,7 +20,7 @@ from shared.api.containerd.services.namespaces.v1 import namespace_pb2 as ns_api
 from shared.api.containerd.services.namespaces.v1 import namespace_pb2_grpc
 from shared.errors import InvalidArgument
 from shared.events.outbox import Outbox
-from shared.images import Image, Lease, Resource
+from shared.images import Image, ImageStore, Lease, Resource
 from shared.pbutil import timestamp
 from shared.proxy.diff import descriptor_from_proto, descriptor_to_proto
 
@@ -56,9 +54,8 @@ def lease_to_proto(lease: Lease) -> leases_api.Lease:
 
 
 class ImagesServicer(images_pb2_grpc.ImagesServicer):
-    def __init__(self, records: ImageRecords, outbox: Outbox, collect: GarbageCollect) -> None:
-        self._records = records
-        self._outbox = outbox
+    def __init__(self, records: ImageStore, collect: GarbageCollect) -> None:
+        self._records = records  # announces its changes (services.images.image_events)
         self._collect = collect
 
     async def Get(
@@ -78,9 +75,6 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
         self, request: images_api.CreateImageRequest, context: Context
     ) -> images_api.CreateImageResponse:
         image = await _run(self._records.create, image_from_proto(request.image))
-        self._outbox.put(
-            "/images/create", image_events.ImageCreate(name=image.name, labels=dict(image.labels))
-        )
         return images_api.CreateImageResponse(image=image_to_proto(image))
 
     async def Update(
@@ -89,16 +83,12 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
         image = await _run(
             self._records.update, image_from_proto(request.image), list(request.update_mask.paths)
         )
-        self._outbox.put(
-            "/images/update", image_events.ImageUpdate(name=image.name, labels=dict(image.labels))
-        )
         return images_api.UpdateImageResponse(image=image_to_proto(image))
 
     async def Delete(
         self, request: images_api.DeleteImageRequest, context: Context
     ) -> empty_pb2.Empty:
         await _run(self._records.delete, request.name)
-        self._outbox.put("/images/delete", image_events.ImageDelete(name=request.name))
         if request.sync:
             await self._collect()
         return empty_pb2.Empty()

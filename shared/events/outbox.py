@@ -31,18 +31,31 @@ class Outbox:
         # Each event travels with the trace context of the request that caused it.
         self._queue: asyncio.Queue[tuple[Envelope, otel_context.Context]] = asyncio.Queue(maxsize)
         self._current: tuple[Envelope, otel_context.Context] | None = None  # taken, not yet sent
+        self._loop: asyncio.AbstractEventLoop | None = None  # run()'s, once it runs
 
     def put(self, topic: str, event: message.Message, *, namespace: str | None = None) -> None:
-        """Queue ``event``; the namespace defaults to the current request's."""
+        """Queue ``event``; the namespace defaults to the current request's.
+
+        Safe from worker threads too (pulls, imports): the event joins the queue in
+        the loop's thread, in the order of the calls from each thread.
+        """
         ns = namespace or request_context.require_namespace()
-        envelope = self._bus.envelope(topic, event, ns)
+        item = (self._bus.envelope(topic, event, ns), otel_context.get_current())
+        loop = self._loop
+        if loop is not None and not _running_in(loop):
+            loop.call_soon_threadsafe(self._enqueue, item)
+        else:
+            self._enqueue(item)
+
+    def _enqueue(self, item: tuple[Envelope, otel_context.Context]) -> None:
         try:
-            self._queue.put_nowait((envelope, otel_context.get_current()))
+            self._queue.put_nowait(item)
         except asyncio.QueueFull:
-            log.error("event queue full: dropping %s in %s", topic, ns)
+            log.error("event queue full: dropping %s in %s", item[0].topic, item[0].namespace)
 
     async def run(self) -> None:
         """Send queued events forever, in order (run it as a background loop)."""
+        self._loop = asyncio.get_running_loop()
         while True:
             self._current = await self._queue.get()
             while not await self._bus.send(*self._current):
@@ -62,3 +75,10 @@ class Outbox:
             if too_late or not await self._bus.send(envelope, parent):
                 log.warning("%d events not sent at shutdown", len(pending) - sent)
                 return
+
+
+def _running_in(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

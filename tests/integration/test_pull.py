@@ -9,15 +9,17 @@ from typing import Any
 
 import pytest
 
-from shared import context
+from shared import context, typeurl
 from shared import mount as mounting
+from shared.api.containerd.events import image_pb2 as image_events
 from shared.errors import BerthError, NotFound, Unauthenticated
 from shared.oci import parse_platform
 from shared.proxy.snapshots import SnapshotterProxy
 from shared.proxy.transfer import TransferClient, TransferProgress
 from shared.rpc.sync_client import channel
 from shared.unpack import chain_ids
-from tests.harness import Suite
+from tests.harness import Suite, wait_until
+from tests.integration.events_support import subscribed
 from tests.registry_fronts import Forwarder, TokenFront
 from tests.testimages import Images, Registry, containerd_tree, tree_listing
 
@@ -194,3 +196,17 @@ def test_pull_big(suite: Suite, big_registry: Registry, testimages_big: Images) 
     events = pull(suite, "big", big_registry.ref("big"))
     assert image_digests(suite, "big")[big_registry.ref("big")] == testimages_big.digest("big")
     assert sum(1 for e in events if e.event == "unpacked") == 5
+
+
+def test_a_server_side_pull_announces_the_image(suite: Suite, registry: Registry) -> None:
+    ref = registry.ref("busybox")
+    with subscribed(suite, "pull-events", "/images/create", "/images/update") as seen:
+        pull(suite, "pull-events", ref)
+        pull(suite, "pull-events", ref)  # the second finds the record there: an update
+        wait_until(lambda: len([e for e in seen if e.topic.startswith("/images/")]) >= 2, 20)
+    created = [typeurl.unpack_as(e.event, image_events.ImageCreate) for e in seen
+               if e.topic == "/images/create"]  # fmt: skip
+    updated = [typeurl.unpack_as(e.event, image_events.ImageUpdate) for e in seen
+               if e.topic == "/images/update"]  # fmt: skip
+    assert [c.name for c in created] == [ref]
+    assert [u.name for u in updated] == [ref]
