@@ -53,7 +53,13 @@ def decode(envelope: events_pb2.Envelope) -> Event:
 
 
 class Subscription:
-    """An open event stream; iterate it, and :meth:`close` it (or use it in ``with``)."""
+    """An open event stream; iterate it, and :meth:`close` it (or use it in ``with``).
+
+    It is live when the constructor returns: every event published afterwards
+    arrives (berth's gateway answers with headers once the subscription is in
+    place; containerd sends none until the first event, so against containerd
+    this would wait for one).
+    """
 
     def __init__(self, client: Client, filters: Sequence[str]) -> None:
         load_event_types()
@@ -61,6 +67,7 @@ class Subscription:
         self._stream: Any = client.api.events.Subscribe(
             events_pb2.SubscribeRequest(filters=list(filters))
         )
+        self._stream.initial_metadata()  # a failed call shows up when it is iterated
 
     def __iter__(self) -> Iterator[Event]:
         try:

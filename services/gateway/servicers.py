@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+SUBSCRIBED_HEADER = "berth-subscribed"
+
+
 class VersionServicer(version_pb2_grpc.VersionServicer):
     async def Version(
         self, request: empty_pb2.Empty, context: Context
@@ -123,5 +126,11 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         self, request: events_pb2.SubscribeRequest, context: Context
     ) -> AsyncIterator[events_pb2.Envelope]:
         matcher(request.filters)  # reject bad syntax before the stream starts
-        async for envelope in self._bus.subscribe(request.filters):
+
+        async def subscribed() -> None:
+            # Headers before any event: a client that waits for them knows it will
+            # miss nothing published from then on (containerd gives no such signal).
+            await context.send_initial_metadata(((SUBSCRIBED_HEADER, "1"),))
+
+        async for envelope in self._bus.subscribe(request.filters, subscribed):
             yield envelope

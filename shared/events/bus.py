@@ -183,13 +183,24 @@ class EventBus:
                         return False
                     await asyncio.sleep(0.1)
 
-    async def subscribe(self, filters: Sequence[str] = ()) -> AsyncIterator[Envelope]:
-        """Live events that match ``filters`` (containerd syntax; empty = all)."""
+    async def subscribe(
+        self,
+        filters: Sequence[str] = (),
+        on_subscribed: Callable[[], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[Envelope]:
+        """Live events that match ``filters`` (containerd syntax; empty = all).
+
+        ``on_subscribed`` runs once the NATS server has the subscription: every
+        event published after it returns is delivered.
+        """
         if self._nc is None:
             raise Unavailable("event bus not connected")
         match = matcher(filters)
         sub = await self._nc.subscribe(self.all_subjects, pending_msgs_limit=65536)
         try:
+            if on_subscribed is not None:
+                await self._nc.flush()  # a PING answered means the SUB is in place
+                await on_subscribed()
             async for msg in sub.messages:
                 envelope = Envelope()
                 try:

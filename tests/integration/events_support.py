@@ -12,20 +12,20 @@ from shared import typeurl
 from shared.api.containerd.events import task_pb2 as task_events
 from shared.api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from shared.config import grpc_target
-from tests.harness import Suite, wait_until
-
-MARKER = "/berth-test/subscribed"
+from tests.harness import Suite
 
 
 @contextlib.contextmanager
 def subscribed(suite: Suite, namespace: str, *topics: str) -> Iterator[list[events_pb2.Envelope]]:
-    """Events of ``topics`` in ``namespace`` from the moment this returns: a marker
-    event is published until the subscription sees it."""
-    filters = [f'topic=="{t}",namespace=={namespace}' for t in (*topics, MARKER)]
+    """Events of ``topics`` in ``namespace`` from the moment this returns (the gateway's
+    headers on Subscribe say the subscription is in place)."""
+    filters = [f'topic=="{t}",namespace=={namespace}' for t in topics]
     seen: list[events_pb2.Envelope] = []
     with grpc.insecure_channel(grpc_target(suite.address)) as ch:
-        stub = events_pb2_grpc.EventsStub(ch)
-        stream = stub.Subscribe(events_pb2.SubscribeRequest(filters=filters))
+        stream = events_pb2_grpc.EventsStub(ch).Subscribe(
+            events_pb2.SubscribeRequest(filters=filters)
+        )
+        stream.initial_metadata()
 
         def drain() -> None:
             with contextlib.suppress(grpc.RpcError):
@@ -33,15 +33,6 @@ def subscribed(suite: Suite, namespace: str, *topics: str) -> Iterator[list[even
 
         reader = threading.Thread(target=drain, daemon=True)
         reader.start()
-
-        def live() -> bool:
-            stub.Publish(
-                events_pb2.PublishRequest(topic=MARKER, event=typeurl.pack(task_events.TaskOOM())),
-                metadata=[("containerd-namespace", namespace)],
-            )
-            return any(e.topic == MARKER for e in seen)
-
-        wait_until(live, 20, interval=0.2, what="the event subscription")
         try:
             yield seen
         finally:

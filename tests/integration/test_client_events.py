@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from google.protobuf import empty_pb2
 
 import berth
 from berth.image import write_blob
@@ -19,7 +18,6 @@ from tests.integration.client_support import clean_namespace, run
 from tests.testimages import Registry
 
 NS = "client-events"
-PROBE = "/berth-test/probe"
 
 
 @pytest.fixture(scope="module")
@@ -35,27 +33,14 @@ def busybox(client: berth.Client, registry: Registry) -> berth.Image:
 
 
 class Listener:
-    """A subscription read by a thread; ready once the suite delivers to it (a probe event
-    made it through), since only events after that moment arrive."""
+    """A subscription read by a thread: live once constructed (subscribe() waits for that)."""
 
     def __init__(self, client: berth.Client, *filters: str) -> None:
-        self.subscription = client.subscribe(*filters, f'topic=="{PROBE}",namespace=={NS}')
+        self.subscription = client.subscribe(*filters)
         self.events: queue.Queue[berth.Event] = queue.Queue()
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + 30
-        while True:
-            client.publish(PROBE, empty_pb2.Empty())
-            try:
-                event = self.events.get(timeout=0.3)
-            except queue.Empty:
-                assert time.monotonic() < deadline, f"no probe came back: {self.error}"
-                continue
-            if event.topic == PROBE:
-                break
-        while not self.events.empty():  # later probes
-            self.events.get()
 
     def _read(self) -> None:
         try:
@@ -69,7 +54,7 @@ class Listener:
         deadline = time.monotonic() + timeout
         while not seen or seen[-1].topic != topic:
             seen.append(self.events.get(timeout=max(0.1, deadline - time.monotonic())))
-        return [e for e in seen if e.topic != PROBE]
+        return seen
 
     def close(self) -> None:
         self.subscription.close()

@@ -180,3 +180,22 @@ def test_sigterm_leaves_nothing_behind() -> None:
             assert str(suite.dir) not in mounts.read()
     finally:
         suite.cleanup()
+
+
+def test_subscribe_says_when_it_is_live(suite: Suite, channel: grpc.Channel) -> None:
+    """The gateway's initial metadata on Subscribe means: from now on nothing is missed."""
+    stub = events_pb2_grpc.EventsStub(channel)
+    stream = stub.Subscribe(
+        events_pb2.SubscribeRequest(filters=['topic=="/berth-test/live"']),
+        metadata=[("containerd-namespace", "live")], timeout=30,
+    )  # fmt: skip
+    assert ("berth-subscribed", "1") in tuple(stream.initial_metadata())
+    stub.Publish(
+        events_pb2.PublishRequest(
+            topic="/berth-test/live", event=typeurl.pack(namespace_pb2.NamespaceCreate(name="x"))
+        ),
+        metadata=[("containerd-namespace", "live")],
+    )
+    first = next(stream)  # published once, right after the headers: it must arrive
+    assert (first.topic, first.namespace) == ("/berth-test/live", "live")
+    stream.cancel()
