@@ -3,7 +3,7 @@
 This package is the public Python API (``shared`` and ``services`` are internal)::
 
     import berth
-    from berth import cio, oci
+    from berth import cio, mount, oci
 
     with berth.Client() as client:
         image = client.pull("docker.io/library/busybox:latest")
@@ -23,8 +23,8 @@ This package is the public Python API (``shared`` and ``services`` are internal)
 See docs/client.md for the guide.
 """
 
-from berth import cio, oci
-from berth._rpc import namespace
+from berth import cio, mount, oci
+from berth._rpc import Unreachable, namespace
 from berth.checkpoint import (
     with_restore_image,
     with_restore_runtime,
@@ -36,6 +36,7 @@ from berth.container import (
     Container,
     ContainerOpt,
     ContainerRecord,
+    runc_options,
     with_container_extension,
     with_container_labels,
     with_image,
@@ -53,7 +54,15 @@ from berth.distribution import Progress
 from berth.events import Event, Subscription
 from berth.image import Image
 from berth.leases import Lease, Resource
-from berth.task import ExitStatus, ExitWaiter, Process, ProcessInfo, Status, Task
+from berth.task import (
+    ExitStatus,
+    ExitWaiter,
+    Process,
+    ProcessInfo,
+    Status,
+    Task,
+    TaskInfo,
+)
 from shared.diff import Descriptor
 from shared.errors import (
     Aborted,
@@ -111,13 +120,17 @@ __all__ = [
     "Status",
     "Subscription",
     "Task",
+    "TaskInfo",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
+    "Unreachable",
     "__version__",
     "cio",
+    "mount",
     "namespace",
     "oci",
+    "runc_options",
     "with_container_extension",
     "with_container_labels",
     "with_image",

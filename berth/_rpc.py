@@ -74,12 +74,23 @@ def _connect_failure(error: grpc.RpcError) -> bool:
     return code == grpc.StatusCode.UNAVAILABLE and _CONNECT_FAILURE in details
 
 
+class Unreachable(Unavailable):
+    """Nothing answers at the client's address: no suite runs there (or the socket is not
+    ours to open). An :class:`Unavailable`, so that one ``except`` catches both; tools tell
+    this one apart to say where they looked (``address``) rather than what failed."""
+
+    def __init__(self, message: str, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
 def native_error(error: grpc.RpcError, address: str) -> BerthError:
     """The berth error for a failed call; a suite that cannot be reached says where we looked."""
     if _connect_failure(error):
-        native: BerthError = Unavailable(
+        native: BerthError = Unreachable(
             f"cannot reach berth at {address}: is berthd running there? "
-            f"(set BERTH_ADDRESS or pass Client(address=...)) [{error.details()}]"
+            f"(set BERTH_ADDRESS or pass Client(address=...)) [{error.details()}]",
+            address,
         )
         native.__cause__ = error
         return native

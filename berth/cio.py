@@ -8,7 +8,8 @@ a ``file://`` URI, or nothing. A :class:`Creator` makes that for a process id:
   (``io.BytesIO``) as stdin, stdout and stderr;
 * :func:`terminal` — a terminal (this process's, or an open pty): the container's
   process gets a pty whose output comes back as stdout;
-* :func:`log_file` — stdout and stderr appended to a file by the shim itself;
+* :func:`log_file` — stdout and stderr appended to a file by the shim itself
+  (:func:`log_uri` for any URI the shim serves, a logger binary's too);
 * :func:`null_io` — nothing (``/dev/null``).
 
 The streaming creators make FIFOs in a fresh directory (under
@@ -339,6 +340,15 @@ def terminal(pty: Stream | None = None, *, fifo_dir: str | None = None) -> Creat
 def log_file(path: str | os.PathLike[str]) -> Creator:
     """stdout and stderr appended to ``path`` by the shim, so they outlive this client."""
     uri = "file://" + os.path.abspath(path)
+    return _Fixed(IOConfig(stdout=uri, stderr=uri))
+
+
+def log_uri(uri: str) -> Creator:
+    """stdout and stderr to a log URI the shim serves (``ctr run --log-uri``):
+    ``file:///path``, or ``binary:///path/to/logger?key=value`` for a logger process the
+    shim starts with the output on its pipes. A plain path means ``file://``."""
+    if "://" not in uri:
+        return log_file(uri)
     return _Fixed(IOConfig(stdout=uri, stderr=uri))
 
 

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from berth.container import Container, ContainerOpt
     from berth.events import Subscription
     from berth.leases import Lease
+    from berth.task import TaskInfo
 
 DEFAULT_ADDRESS = "/run/berth/berth.sock"
 DEFAULT_NAMESPACE = "default"
@@ -166,6 +167,17 @@ class Client:
                 namespace=namespace_pb2.Namespace(name=name, labels=dict(labels or {}))
             )
         )
+
+    def set_namespace_labels(self, name: str, labels: Mapping[str, str]) -> dict[str, str]:
+        """Set (or, with an empty value, remove) labels of a namespace; returns all its
+        labels after. ``containerd.io/defaults/snapshotter`` and ``.../runtime`` are the
+        namespace's defaults."""
+        msg = namespace_pb2.Namespace(name=name, labels={k: v for k, v in labels.items() if v})
+        mask = field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels])
+        reply = self.api.namespaces.Update(
+            namespace_pb2.UpdateNamespaceRequest(namespace=msg, update_mask=mask)
+        )
+        return dict(reply.namespace.labels)
 
     def delete_namespace(self, name: str) -> None:
         """Remove an empty namespace (FailedPrecondition while it holds anything)."""
@@ -370,6 +382,12 @@ class Client:
         from berth.container import list_containers
 
         return list_containers(self, filters)
+
+    def tasks(self) -> list[TaskInfo]:
+        """Tasks of the namespace, with their pid and status (``ctr tasks ls``)."""
+        from berth.task import list_tasks
+
+        return list_tasks(self)
 
     def restore(self, container_id: str, checkpoint: Image, *, rw: bool = False) -> Container:
         """A new container from a checkpoint image: its image, snapshot, spec and runtime,

@@ -30,7 +30,7 @@ from berth import oci
 from berth.cio import Creator, IOConfig, null_io
 from berth.task import Task
 from shared import typeurl
-from shared.api.containerd.runc.options import oci_pb2 as runc_options
+from shared.api.containerd.runc.options import oci_pb2 as runc_options_pb2
 from shared.api.containerd.services.containers.v1 import containers_pb2 as api
 from shared.api.containerd.services.tasks.v1 import tasks_pb2
 from shared.errors import FailedPrecondition, NotFound, Unimplemented
@@ -211,11 +211,22 @@ def with_runtime(name: str, options: message.Message | any_pb2.Any | None = None
         elif options is not None:
             record.runtime_options = typeurl.pack(options)
         elif name.endswith(".runc.v2"):
-            record.runtime_options = typeurl.pack(runc_options.Options())  # as ctr sends
+            record.runtime_options = typeurl.pack(runc_options_pb2.Options())  # as ctr sends
         else:
             record.runtime_options = None
 
     return opt
+
+
+def runc_options(
+    *, binary_name: str = "", root: str = "", systemd_cgroup: bool = False
+) -> message.Message:
+    """Options of the runc runtime (``containerd.runc.v1.Options``) for :func:`with_runtime`:
+    another runc-compatible binary (``"crun"``), its state root, the systemd cgroup driver
+    (``ctr run --runc-binary``, ``--runc-root``, ``--runc-systemd-cgroup``)."""
+    return runc_options_pb2.Options(
+        binary_name=binary_name, root=root, systemd_cgroup=systemd_cgroup
+    )
 
 
 def with_container_labels(labels: Mapping[str, str]) -> ContainerOpt:

@@ -9,6 +9,7 @@ root filesystem in a snapshotter.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -101,6 +102,40 @@ class Image:
         if not chains:
             raise NotFound(f"image {self.name} has no layers")
         return chains[-1]
+
+    def platforms(self) -> list[formats.Platform]:
+        """The platforms the image is for, as its index lists them (``ctr images ls``'s
+        PLATFORMS); for a lone manifest, its config's. Nested indexes are followed;
+        entries that are not images (a checkpoint's criu dump) are not platforms."""
+        found: list[formats.Platform] = []
+
+        def walk(desc: Descriptor, depth: int) -> None:
+            if desc.media_type in formats.MANIFESTS:
+                config = formats.parse_json(
+                    self._read(formats.parse_manifest(self._read(desc.digest)).config.digest),
+                    f"config of {self.name}",
+                )
+                if config.get("os") and config.get("architecture"):
+                    plat = formats.Platform(
+                        config["os"], config["architecture"], config.get("variant", "")
+                    )
+                    if plat not in found:
+                        found.append(plat)
+                return
+            if desc.media_type not in formats.INDEXES or depth >= MAX_DEPTH:
+                return
+            for entry in formats.index_entries(self._read(desc.digest)):
+                if entry.platform is not None and entry.desc.media_type in formats.MANIFESTS:
+                    if entry.platform not in found:
+                        found.append(entry.platform)
+                elif entry.desc.media_type in formats.MANIFESTS | formats.INDEXES:
+                    # Without a platform in the index, only its content can say; what was
+                    # never pulled says nothing.
+                    with contextlib.suppress(NotFound):
+                        walk(entry.desc, depth + 1)
+
+        walk(self.target, 0)
+        return found
 
     def size(self) -> int:
         """Bytes of content for :attr:`platform`: the target, manifest, config and layers."""

@@ -63,6 +63,14 @@ class Lease:
             )
         )
 
+    @contextlib.contextmanager
+    def use(self) -> Iterator[Lease]:
+        """Make the calls in the block carry this lease (``containerd-lease``), so that what
+        they create is its to hold; the lease goes on after the block (unlike
+        :meth:`Client.lease`), until deleted or expired."""
+        with _rpc.using_lease(self.id):
+            yield self
+
     def delete(self, *, sync: bool = False) -> None:
         """End the lease; ``sync`` waits for the garbage collection it allows."""
         self.client.api.leases.Delete(leases_pb2.DeleteRequest(id=self.id, sync=sync))

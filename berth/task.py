@@ -74,6 +74,35 @@ class ProcessState:
 
 
 @dataclass(frozen=True)
+class TaskInfo:
+    """A task as listed (``client.tasks()``): its container, init pid and state; a stopped
+    task has its exit status."""
+
+    container_id: str
+    pid: int
+    status: Status
+    exit_status: int = 0
+    exited_at: datetime | None = None
+
+
+def list_tasks(client: Client) -> list[TaskInfo]:
+    from berth.client import to_datetime
+
+    reply = client.api.tasks.List(tasks_pb2.ListTasksRequest())
+    return [
+        TaskInfo(
+            # containerd names a listed task by its id (its container's); some set both.
+            p.container_id or p.id,
+            p.pid,
+            _STATUS.get(p.status, Status.UNKNOWN),
+            p.exit_status,
+            to_datetime(p.exited_at),
+        )
+        for p in reply.tasks
+    ]
+
+
+@dataclass(frozen=True)
 class ProcessInfo:
     """A process of a task: its host pid and, for an exec'd one, the exec id."""
 
