@@ -9,7 +9,15 @@ import click
 
 from berth.cli import complete
 from berth.cli.core import AliasGroup, State, each, fail, pairs_text, parse_pairs, pass_state
-from berth.cli.output import emit_json, field, format_option, listing, quiet_option, timestamp
+from berth.cli.output import (
+    emit_json,
+    field,
+    format_option,
+    listing,
+    proto_json,
+    quiet_option,
+    timestamp,
+)
 from berth.cli.specs import container_options, create_container, image_argument
 
 if TYPE_CHECKING:
@@ -36,12 +44,10 @@ def create(
 
 def _any(message: Any) -> Any:
     """A protobuf Any as JSON: decoded when its type is known here, else its type URL."""
-    from google.protobuf import json_format
-
     if message is None:
         return None
     try:
-        return json_format.MessageToDict(message)
+        return proto_json(message)
     except (TypeError, KeyError):
         return {"@type": message.type_url}
 

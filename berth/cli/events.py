@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 
 from berth.cli.core import State, pass_state
-from berth.cli.output import timestamp
-
-
-def _payload(message: Any) -> Any:
-    from google.protobuf import json_format
-
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+from berth.cli.output import proto_json, timestamp
 
 
 @click.command("events")
@@ -36,7 +29,7 @@ def events(state: State, filters: tuple[str, ...], fmt: str) -> None:
     try:
         for event in subscription:
             when = timestamp(event.timestamp)
-            payload = _payload(event.event)
+            payload = proto_json(event.event)
             if fmt == "json":
                 record = {"timestamp": when, "namespace": event.namespace,
                           "topic": event.topic, "event": payload}  # fmt: skip

@@ -114,3 +114,37 @@ def age(when: datetime | str | None) -> str:
             count = seconds // length
             return f"{count} {unit}{'s' if count > 1 else ''}"
     return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+_INT64 = frozenset(
+    {3, 4, 6, 16, 18}
+)  # FieldDescriptor.TYPE_INT64, UINT64, FIXED64, SFIXED64, SINT64
+_AS_IS = frozenset({"google.protobuf.Any", "google.protobuf.Timestamp", "google.protobuf.Duration"})
+
+
+def proto_json(message: Any) -> Any:
+    """A protobuf message as JSON values, with protobuf's field names; unlike protobuf's
+    own JSON, 64-bit integers stay numbers (byte counts are what scripts add up)."""
+    from google.protobuf import json_format
+
+    data = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return _numbers(message.DESCRIPTOR, data)
+
+
+def _numbers(descriptor: Any, data: Any) -> Any:
+    if descriptor.full_name in _AS_IS or not isinstance(data, dict):
+        return data
+    for fd in descriptor.fields:
+        if fd.name not in data:
+            continue
+        value = data[fd.name]
+        repeated = isinstance(value, list)
+        items = value if repeated else [value]
+        if fd.message_type is not None:
+            if fd.message_type.GetOptions().map_entry:
+                continue
+            items = [_numbers(fd.message_type, item) for item in items]
+        elif fd.type in _INT64:
+            items = [int(item) for item in items]
+        data[fd.name] = items if repeated else items[0]
+    return data

@@ -62,12 +62,19 @@ def raw_terminal(enabled: bool) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def _window(process: berth.Process) -> None:
+def window_size() -> tuple[int, int] | None:
+    """Our terminal's (columns, lines), if we have one."""
     for stream in (sys.stdout, sys.stdin):
         with contextlib.suppress(OSError, ValueError):
             size = os.get_terminal_size(stream.fileno())
-            process.resize(size.columns, size.lines)
-            return
+            return size.columns, size.lines
+    return None
+
+
+def _window(process: berth.Process) -> None:
+    size = window_size()
+    if size is not None:
+        process.resize(*size)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ import click
 
 from berth.cli import complete
 from berth.cli.core import EXIT_USAGE, fail, iter_lines, parse_pairs
+from berth.cli.session import window_size
 
 if TYPE_CHECKING:
     import berth
@@ -134,6 +135,10 @@ def _spec_options(flags: dict[str, Any], args: Sequence[str]) -> list[oci.SpecOp
         opts.append(oci.with_process_cwd(flags["cwd"]))
     if flags["tty"]:
         opts.append(oci.with_tty)
+        # The size from the start: a resize after the start may come after the first read.
+        size = window_size()
+        if size is not None:
+            opts.append(oci.with_tty_size(*size))
     if flags["privileged"]:
         opts += [oci.with_privileged, oci.with_all_devices_allowed, oci.with_host_devices]
     if flags["net_host"]:

@@ -20,7 +20,15 @@ from berth.cli.core import (
     fail,
     pass_state,
 )
-from berth.cli.output import emit_json, field, format_option, listing, quiet_option, table
+from berth.cli.output import (
+    emit_json,
+    field,
+    format_option,
+    listing,
+    proto_json,
+    quiet_option,
+    table,
+)
 
 if TYPE_CHECKING:
     import berth
@@ -165,6 +173,9 @@ def exec_(
     oci.apply(context, spec, *opts)
     process_spec = dict(spec.get("process") or {})
     process_spec["terminal"] = tty
+    size = session.window_size() if tty else None
+    if size is not None:
+        process_spec["consoleSize"] = {"width": size[0], "height": size[1]}
     creator = session.streams(terminal=tty, log_uri=log_uri, fifo_dir=fifo_dir)
     exec_id = exec_id or f"exec-{secrets.token_hex(6)}"
     with session.raw_terminal(tty and not detach):
@@ -288,10 +299,8 @@ def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
 @pass_state
 def metrics(state: State, container_id: str, fmt: str) -> None:
     """A single sample of a task's cgroup statistics."""
-    from google.protobuf import json_format
-
     sample = state.client.load_container(container_id).task().metrics()
-    data = json_format.MessageToDict(sample, preserving_proto_field_name=True)
+    data = proto_json(sample)
     if fmt == "json":
         emit_json(data)
         return
