@@ -168,13 +168,13 @@ def checkpoint(
 @pass_state
 def restore(state: State, container_id: str, ref: str, rw: bool, live: bool) -> None:
     """Make container ID again from the checkpoint image REF."""
-    from berth import cio
+    from berth.cli import session
 
     client = state.client
     saved = client.get_image(ref)
     container = client.restore(container_id, saved, rw=rw)
     if live:
-        task = container.new_task(cio.stdio(), checkpoint=saved)
+        task = container.new_task(session.streams(terminal=False), checkpoint=saved)
         task.start()
         if task.io is not None:
             task.io.detach()

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from berth.cli.core import EXIT_USAGE, fail
+from berth.cli.core import EXIT_USAGE, fail, state
 
 if TYPE_CHECKING:
     import berth
@@ -30,11 +30,22 @@ FORWARDED = (
 )  # fmt: skip
 
 
+def default_fifo_dir() -> str | None:
+    """FIFOs beside the suite's socket (``<state>/fifo``) when it is a local path, so that
+    they live and go with the suite's state; ``$BERTH_FIFO_DIR`` says otherwise."""
+    address = state().address.removeprefix("unix://")
+    if os.environ.get("BERTH_FIFO_DIR") or not address.startswith("/"):
+        return None
+    return os.path.join(os.path.dirname(address), "fifo")
+
+
 def streams(
     *, terminal: bool, null_io: bool = False, log_uri: str = "", fifo_dir: str | None = None
 ) -> cio.Creator:
     """The process's streams as ctr chooses them: a terminal, nothing, a log, or ours."""
     from berth import cio
+
+    fifo_dir = fifo_dir or default_fifo_dir()
 
     if terminal:
         if null_io:
