@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -84,22 +85,26 @@ def test_leases_keep_content_until_deleted(gc_suite: Suite, tmp_path: Path) -> N
     ns = "leases"
     out = gc_suite.ctr("leases", "create", "--id", "hold", "--expires", "1h", namespace=ns).stdout
     assert out.strip() == "hold"
-    blob = tmp_path / "blob"
-    blob.write_bytes(os.urandom(4096))
-    # ctr content ingest has no lease flag; attach the blob to the lease by hand.
-    gc_suite.ctr("content", "ingest", "leased-ref", input=blob.read_bytes(), namespace=ns)
-    digest = next(iter(_digests(gc_suite, ns)))
+    data = os.urandom(4096)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
     from shared import context
     from shared.api.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
     from shared.images import Resource
+    from shared.proxy.content import ContentProxy
     from shared.rpc.sync_client import channel
 
+    # ctr content ingest takes no lease (its own ends with the command): write under "hold"
+    # as a client does, so no collection ever finds the blob unreferenced.
+    ch = channel(gc_suite.address)
+    with context.using(namespace=ns, lease="hold"):
+        writer = ContentProxy(ch).writer("leased-ref", len(data), digest)
+        writer.write(data)
+        writer.commit(len(data), digest)
     with context.using(namespace=ns):
-        stub = leases_pb2_grpc.LeasesStub(channel(gc_suite.address))
-        stub.AddResource(leases_pb2.AddResourceRequest(
-            id="hold", resource=leases_pb2.Resource(id=digest, type="content")))  # fmt: skip
+        stub = leases_pb2_grpc.LeasesStub(ch)
         resources = stub.ListResources(leases_pb2.ListResourcesRequest(id="hold")).resources
         assert [Resource(r.id, r.type) for r in resources] == [Resource(digest, "content")]
+    ch.close()
     rows = _rows(gc_suite.ctr("leases", "ls", namespace=ns).stdout)
     assert rows[0][0] == "hold"
     assert any("containerd.io/gc.expire=" in field for field in rows[0])
@@ -107,8 +112,7 @@ def test_leases_keep_content_until_deleted(gc_suite: Suite, tmp_path: Path) -> N
     other = tmp_path / "other"
     other.write_bytes(b"to delete")
     gc_suite.ctr("content", "ingest", "other", input=other.read_bytes(), namespace=ns)
-    gc_suite.ctr("content", "rm", f"sha256:{__import__('hashlib').sha256(b'to delete').hexdigest()}",
-                 namespace=ns)  # fmt: skip
+    gc_suite.ctr("content", "rm", f"sha256:{hashlib.sha256(b'to delete').hexdigest()}", namespace=ns)
     time.sleep(2.5)  # the collector's quiet period after a deletion
     assert digest in _digests(gc_suite, ns)
     gc_suite.ctr("leases", "rm", "--sync", "hold", namespace=ns)
