@@ -202,7 +202,7 @@ def create_container(
             container_id, spec=spec, runtime=runtime, runtime_options=runtime_options,
             labels=labels,
         )  # fmt: skip
-    base = [oci.with_default_spec(), oci.with_default_unix_devices]
+    base = [oci.with_default_unix_devices]
     if flags["rootfs"]:
         spec = berth.with_new_spec(*base, oci.with_root_path(image_ref), *user_opts)
         return client.new_container(
