@@ -272,7 +272,9 @@ class TaskManager:
         )
         if not isinstance(spec, dict):
             raise InvalidArgument(f"container {container.id}: the spec is not a JSON object")
-        spec.setdefault("root", {})["path"] = "rootfs"
+        # As containerd: the client's root path stands (`ctr run --rootfs DIR` gives an
+        # absolute one and no mounts); rootfs mounts land in <bundle>/rootfs.
+        spec.setdefault("root", {}).setdefault("path", "rootfs")
         process = spec.get("process") or {}
         if "oomScoreAdj" in process:
             # Without CAP_SYS_RESOURCE a score below ours cannot be set (containerd's

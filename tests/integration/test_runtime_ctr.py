@@ -3,11 +3,15 @@ metrics, OOM events, log URIs."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import select
+import shutil
 import stat
+import struct
 import subprocess
+import termios
 from pathlib import Path
 
 import pytest
@@ -64,8 +68,11 @@ def test_stdin_is_piped_in(suite: Suite, busybox: str) -> None:
 def test_terminal(suite: Suite, busybox: str) -> None:
     pid, fd = pty.fork()
     if pid == 0:
+        # ctr gives the container its own terminal's size (ResizePty after start; the
+        # container waits for it)
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
         os.execvp(CTR, [CTR, "--address", suite.address, "-n", NS, "run", "-t", "--rm", busybox, "t-tty",
-                        "sh", "-c", "tty; stty size; echo done"])  # fmt: skip
+                        "sh", "-c", 'tty; until [ "$(stty size)" = "40 100" ]; do sleep 0.1; done; echo done'])  # fmt: skip
     output = b""
     try:
         while True:
@@ -269,3 +276,16 @@ def test_log_uri_binary(suite: Suite, busybox: str, tmp_path: Path) -> None:
     for name in ("t-nologger", "t-ftplog"):
         ctr(suite, "containers", "rm", name, check=False)
     assert "t-nologger" not in tasks(suite) and "t-ftplog" not in tasks(suite)
+
+
+def test_run_with_a_rootfs_directory(suite: Suite, tmp_path: Path) -> None:
+    """`ctr run --rootfs DIR`: no snapshot, the spec's root path is the directory itself."""
+    root = tmp_path / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2("/bin/busybox", root / "bin" / "busybox")
+    for d in ("proc", "sys", "dev", "tmp"):
+        (root / d).mkdir()
+    (root / "marker").write_text("from a directory\n")
+    out = ctr(suite, "run", "--rm", "--rootfs", str(root), "t-rootfs",
+              "/bin/busybox", "cat", "/marker")  # fmt: skip
+    assert out.stdout == "from a directory\n"
