@@ -11,7 +11,8 @@ it came from).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from services.images.image_store import ImageRecords
 from services.images.pull import Progress, ProgressFn, blob_ref
@@ -130,6 +131,33 @@ class Pusher:
             source = info.labels.get(f"{oci.LABEL_DISTRIBUTION_SOURCE}{ref.host}")
             mount_from = source if source and source != ref.repository else None
             progress(Progress(name, "uploading", 0, desc.size))
-            chunks = self._content.read(desc.digest)
+            chunks = _reporting(
+                self._content.read(desc.digest), _uploading(progress, name, desc.size)
+            )
             result = registry.push_blob(ref, desc, chunks, mount_from=mount_from)
             progress(Progress(name, result, desc.size, desc.size))
+
+
+def _uploading(progress: ProgressFn, name: str, size: int) -> Callable[[int], None]:
+    def report(sent: int) -> None:
+        progress(Progress(name, "uploading", sent, size))
+
+    return report
+
+
+def _reporting(
+    chunks: Iterable[bytes], report: Callable[[int], None], every: float = 0.1
+) -> Iterator[bytes]:
+    """``chunks`` as they are, reporting the bytes handed on at most every ``every`` s.
+
+    A chunk is counted once the uploader asks for the next one, i.e. once it has gone
+    out (large blobs go in PATCH requests of a few MiB each).
+    """
+    handed, last = 0, time.monotonic()
+    for chunk in chunks:
+        yield chunk
+        handed += len(chunk)
+        now = time.monotonic()
+        if now - last >= every:
+            report(handed)
+            last = now
