@@ -15,8 +15,11 @@ from google.protobuf import empty_pb2
 
 from shared import typeurl
 from shared.api.containerd.events import namespace_pb2
+from shared.api.containerd.services.containers.v1 import containers_pb2, containers_pb2_grpc
 from shared.api.containerd.services.content.v1 import content_pb2, content_pb2_grpc
 from shared.api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
+from shared.api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
+from shared.api.containerd.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
 from shared.api.containerd.services.version.v1 import version_pb2_grpc
 from shared.config import grpc_target
 from shared.version import server_version
@@ -125,10 +128,34 @@ def _content(channel: grpc.Channel) -> None:
                                                     timeout=5))  # fmt: skip
 
 
-CHECKS: dict[str, Callable[[grpc.Channel], None]] = {"gateway": _version, "content": _content}
+def _snapshots(channel: grpc.Channel) -> None:
+    list(snapshots_pb2_grpc.SnapshotsStub(channel).List(
+        snapshots_pb2.ListSnapshotsRequest(snapshotter="overlayfs"), metadata=NS, timeout=5))  # fmt: skip
 
 
-@pytest.mark.parametrize("victim", ["content", "gateway", "router", "nats-server"])
+def _images(channel: grpc.Channel) -> None:
+    images_pb2_grpc.ImagesStub(channel).List(images_pb2.ListImagesRequest(), metadata=NS, timeout=5)
+
+
+def _containers(channel: grpc.Channel) -> None:
+    containers_pb2_grpc.ContainersStub(channel).List(
+        containers_pb2.ListContainersRequest(), metadata=NS, timeout=5
+    )
+
+
+# One call per process that serves the API, each routed to that process alone.
+CHECKS: dict[str, Callable[[grpc.Channel], None]] = {
+    "gateway": _version,
+    "content": _content,
+    "snapshots": _snapshots,
+    "images": _images,
+    "runtime": _containers,
+}
+
+
+@pytest.mark.parametrize(
+    "victim", ["content", "snapshots", "images", "runtime", "gateway", "router", "nats-server"]
+)
 def test_kill_9_one_process(fresh_suite: Suite, victim: str) -> None:
     before = fresh_suite.processes()
     with grpc.insecure_channel(grpc_target(fresh_suite.address)) as ch:
