@@ -23,7 +23,7 @@ This package is the public Python API (``shared`` and ``services`` are internal)
 See docs/client.md for the guide.
 """
 
-from berth import cio, mount, oci
+from berth import cio, cni, mount, oci
 from berth._rpc import Unreachable, namespace
 from berth.checkpoint import (
     with_restore_image,
@@ -127,6 +127,7 @@ __all__ = [
     "Unreachable",
     "__version__",
     "cio",
+    "cni",
     "mount",
     "namespace",
     "oci",

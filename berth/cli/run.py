@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from berth.cli import session
+from berth.cli import networking, session
 from berth.cli.core import EXIT_RUN_FAILURE, EXIT_USAGE, State, fail, pass_state
 from berth.cli.specs import container_options, create_container, find_image, image_argument
 
@@ -20,6 +20,7 @@ from berth.cli.specs import container_options, create_container, find_image, ima
 @click.option("--log-uri", default="", help="Send stdout and stderr to file:///path or binary://.")
 @click.option("--fifo-dir", default=None, help="Where the stdio FIFOs are made.")
 @click.option("--pid-file", default="", help="Write the process's pid here.")
+@click.option("--cni", is_flag=True, help="Attach to the default CNI network ($BERTH_CNI_*).")
 @container_options
 @image_argument
 @click.argument("container_id", metavar="ID")
@@ -38,6 +39,7 @@ def run(
     log_uri: str,
     fifo_dir: str | None,
     pid_file: str,
+    cni: bool,
     **flags: Any,
 ) -> None:
     """Run COMMAND (default: the image's) in a new container ID made from IMAGE.
@@ -49,6 +51,8 @@ def run(
 
     if rm and detach:
         fail("--rm and --detach cannot be used together", EXIT_USAGE)
+    if cni and flags["net_host"]:
+        fail("--cni and --net-host cannot be used together", EXIT_USAGE)
     state.failure_code = EXIT_RUN_FAILURE
     client = state.client
     if pull and not flags["rootfs"]:
@@ -63,6 +67,7 @@ def run(
     )
     if not flags["rootfs"]:
         find_image(client, image, flags["platform"])  # a clear message before anything is made
+    network = networking.default_network() if cni else None
     container = create_container(client, container_id, image, command, flags)
     try:
         with session.raw_terminal(flags["tty"] and not detach):
@@ -70,6 +75,10 @@ def run(
             exited = None if detach else task.wait()
             try:
                 session.write_pid_file(pid_file, task.pid)
+                if network is not None:
+                    # Into the task's namespace before its process runs, as ctr does;
+                    # `berth tasks rm` tears down what a detached run set up.
+                    networking.attach(network, container_id, task.pid)
                 task.start()
                 if exited is None:
                     if task.io is not None:
@@ -77,9 +86,13 @@ def run(
                     return
                 code = session.wait_attached(task, exited, terminal=flags["tty"])
             except BaseException:
+                if network is not None:
+                    networking.detach(container_id)
                 with contextlib.suppress(berth.BerthError):
                     task.delete(force=True)
                 raise
+            if network is not None:
+                networking.detach(container_id)
             task.delete()
     finally:
         if rm:

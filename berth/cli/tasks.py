@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from berth.cli import complete, session
+from berth.cli import complete, networking, session
 from berth.cli.core import (
     EXIT_RUN_FAILURE,
     EXIT_USAGE,
@@ -276,6 +276,8 @@ def rm(state: State, container_ids: tuple[str, ...], force: bool, exec_id: str) 
         task = state.client.load_container(container_id).task()
         process = task.load_process(exec_id) if exec_id else task
         status = process.delete(force=force)
+        if not exec_id:
+            networking.detach(container_id)  # what `run -d --cni` set up
         if status.code:
             click.echo(f"berth: task {process.id} exited with status {status.code}", err=True)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from tests.harness import Suite, pid_alive, wait_until
 from tests.integration.cli_support import BERTH, berth, berth_in_terminal, environment
+from tests.integration.cni_support import PLUGIN_DIR, bridge_network, have_cni
 from tests.testimages import Registry
 
 NS = "cli-run"
@@ -263,3 +265,52 @@ def _follow_events(
         berth(suite, "containers", "rm", "r-evented", namespace=NS, check=False)
     assert events.stderr is not None
     return seen, events.stderr.read()
+
+
+@pytest.mark.skipif(not have_cni(), reason="needs root and Debian's CNI plugins")
+def test_cni_gives_the_container_an_address_the_host_reaches(
+    suite: Suite, busybox: str, tmp_path: Path
+) -> None:
+    with bridge_network(tmp_path / "cni") as net:
+        env = environment(
+            suite,
+            BERTH_CNI_CONF_DIR=str(net.conf_dir),
+            BERTH_CNI_BIN_DIR=PLUGIN_DIR,
+            BERTH_CNI_CACHE_DIR=str(net.cache_dir),
+        )
+        shown = run(suite, "--rm", "--cni", busybox, "r-cni-ip", "ip", "-o", "-4", "addr",
+                    "show", "eth0", env=env).stdout  # fmt: skip
+        assert f" {net.subnet_prefix}." in shown
+        assert net.allocated() == []  # given back when the run ended
+
+        # A detached server, reached from the host through the bridge.
+        run(suite, "-d", "--cni", busybox, "r-cni-httpd", "httpd", "-f", "-p", "8080", "-h",
+            "/etc", env=env)  # fmt: skip
+        [address] = net.allocated()
+        try:
+
+            def answers() -> bool:
+                try:
+                    with urllib.request.urlopen(f"http://{address}:8080/passwd", timeout=2) as r:
+                        return b"root:x:0:0" in r.read()
+                except OSError:
+                    return False
+
+            wait_until(answers, 30, what="httpd in the container to answer on its CNI address")
+        finally:
+            berth(suite, "tasks", "rm", "-f", "r-cni-httpd", namespace=NS, env=env)
+            berth(suite, "containers", "rm", "r-cni-httpd", namespace=NS, env=env)
+        assert net.allocated() == []  # `tasks rm` tore the network down
+        assert not any((net.cache_dir / "results").iterdir())
+
+        # Without a network configured: one clear line before anything is made.
+        (net.conf_dir / "10-berth-test.conflist").unlink()
+        failed = run(suite, "--rm", "--cni", busybox, "r-cni-none", "true", env=env, check=False)
+        assert failed.returncode == 125
+        assert failed.stderr.strip() == (
+            f"berth: no CNI network configuration in {net.conf_dir}"
+        ), failed.stderr
+        assert "r-cni-none" not in containers(suite)
+
+    usage = run(suite, "--cni", "--net-host", busybox, "r-cni-host", "true", check=False)
+    assert usage.returncode == 2 and "--cni and --net-host" in usage.stderr

@@ -44,6 +44,7 @@ def test_every_example_of_the_guide_runs(
     out = result.stdout
     assert "hello from redis-master\n" in out
     assert "exited with 0" in out
+    assert re.search(r"attached as \['10\.231\.7\.(\d+)/24'\] and saw 10\.231\.7\.\1/24", out)
     assert "killed: 137" in out
     restored = int(re.search(r"the restored counter is at (\d+)", out).group(1))  # type: ignore[union-attr]
     assert restored > 5  # a fresh start would be at 1 or so

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import berth
-from berth import cio, mount, oci
+from berth import cio, cni, mount, oci
 
 EXPORTED = [
     "DEFAULT_ADDRESS", "Aborted", "AlreadyExists", "BerthError", "Canceled", "Client",
@@ -13,7 +13,7 @@ EXPORTED = [
     "Process", "ProcessInfo", "Progress", "Resource", "ResourceExhausted", "Status",
     "Subscription", "Task", "TaskInfo", "Unauthenticated", "Unavailable", "Unimplemented", "Unreachable",
     "__version__",
-    "cio", "mount", "namespace", "oci", "runc_options", "with_container_extension", "with_container_labels",
+    "cio", "cni", "mount", "namespace", "oci", "runc_options", "with_container_extension", "with_container_labels",
     "with_image", "with_image_config_labels", "with_image_stop_signal", "with_new_snapshot",
     "with_new_snapshot_view", "with_new_spec", "with_restore_image", "with_restore_runtime",
     "with_restore_rw", "with_restore_spec", "with_runtime", "with_snapshot", "with_snapshotter",
@@ -28,7 +28,7 @@ def test_exported_members() -> None:
 
 
 def test_every_public_callable_says_what_it_does() -> None:
-    for module in (berth, cio, mount, oci):
+    for module in (berth, cio, cni, mount, oci):
         for name in getattr(module, "__all__", dir(module)):
             value = getattr(module, name)
             if name.startswith("_") or not callable(value) or isinstance(value, type(berth)):
