@@ -21,7 +21,7 @@ from tests.testimages import Registry
 
 NS = "client-checkpoint"
 CRIU = "/opt/berth/bin/criu"
-COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.1; done"
+COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /count.new; mv /count.new /count; sleep 0.1; done"
 
 pytestmark = pytest.mark.skipif(
     not os.access(CRIU, os.X_OK) and shutil.which("criu") is None,
