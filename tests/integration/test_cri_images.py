@@ -5,6 +5,7 @@ names, idempotent), file system usage, bad input; and what ``ctr -n k8s.io`` see
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 
 import grpc
@@ -14,6 +15,7 @@ from shared.api.cri.runtime.v1 import api_pb2 as cri
 from shared.api.cri.runtime.v1 import api_pb2_grpc
 from shared.config import grpc_target
 from tests.harness import Suite
+from tests.registry_fronts import TokenFront
 from tests.testimages import Images, Registry
 
 
@@ -159,3 +161,30 @@ def test_bad_input(images: api_pb2_grpc.ImageServiceStub, registry: Registry) ->
     with pytest.raises(grpc.RpcError) as err:
         images.ImageStatus(cri.ImageStatusRequest(image=spec("")), timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("basic", [False, True], ids=["token", "basic"])
+def test_pull_with_credentials(
+    images: api_pb2_grpc.ImageServiceStub, registry: Registry, basic: bool
+) -> None:
+    users = {"carol": ("secret", {"pull"})}
+    with TokenFront(registry.address, users, basic=basic) as front:
+        ref = f"{front.address}/testimages/busybox:latest"
+        with pytest.raises(grpc.RpcError) as err:
+            images.PullImage(cri.PullImageRequest(image=spec(ref)), timeout=60)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # kubelet sends username and password, or docker's base64 "auth" of the two.
+        for auth in (
+            cri.AuthConfig(username="carol", password="secret"),
+            cri.AuthConfig(auth=base64.b64encode(b"carol:secret").decode()),
+        ):
+            pulled = images.PullImage(cri.PullImageRequest(image=spec(ref), auth=auth))
+            assert status(images, ref).image.id == pulled.image_ref
+            images.RemoveImage(cri.RemoveImageRequest(image=spec(ref)), timeout=30)
+        with pytest.raises(grpc.RpcError) as err:
+            wrong = cri.AuthConfig(username="carol", password="wrong")
+            images.PullImage(cri.PullImageRequest(image=spec(ref), auth=wrong), timeout=60)
+        assert err.value.code() in (
+            grpc.StatusCode.UNAUTHENTICATED,
+            grpc.StatusCode.PERMISSION_DENIED,
+        )
