@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import select
 import shutil
 import stat
@@ -231,6 +232,34 @@ def test_log_uri_file(suite: Suite, busybox: str, tmp_path: Path) -> None:
     assert sorted(log.read_text().splitlines()) == ["to-err", "to-out"]
     ctr(suite, "run", "--rm", "--log-uri", f"file://{log}", busybox, "t-logfile", "echo", "again")
     assert log.read_text().splitlines()[-1] == "again"  # appended, never truncated
+
+
+CRI_RECORD = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z) (stdout|stderr) ([FP]) (.*)\Z")
+
+
+def test_log_uri_file_in_cri_format(suite: Suite, busybox: str, tmp_path: Path) -> None:
+    log = tmp_path / "pods" / "t-crilog.log"
+    script = (
+        "echo to-out; echo to-err >&2; head -c 20000 /dev/zero | tr '\\0' x; echo; "
+        "printf no-newline"
+    )
+    ctr(suite, "run", "--rm", "--log-uri", f"file://{log}?format=cri", busybox, "t-crilog",
+        "sh", "-c", script)  # fmt: skip
+    records = [CRI_RECORD.match(line) for line in log.read_text().splitlines()]
+    assert all(records), log.read_text()[:500]
+    parsed = [(m.group(2), m.group(3), m.group(4)) for m in records if m]
+    assert ("stdout", "F", "to-out") in parsed and ("stderr", "F", "to-err") in parsed
+    out = [p for p in parsed if p[0] == "stdout"]
+    # 20000 x's: one partial record of 16 KiB, then the rest as the line's end.
+    assert ("stdout", "P", "x" * 16384) in out
+    assert out[out.index(("stdout", "P", "x" * 16384)) + 1] == ("stdout", "F", "x" * 3616)
+    assert out[-1] == ("stdout", "F", "no-newline")
+    stamps = [m.group(1) for m in records if m]
+    assert stamps == sorted(stamps)
+
+    bad = ctr(suite, "run", "--rm", "--log-uri", f"file://{log}?format=json", busybox,
+              "t-crilog", "true", check=False)  # fmt: skip
+    assert bad.returncode != 0 and "unknown log format" in bad.stderr
 
 
 LOGGER = """#!/bin/sh

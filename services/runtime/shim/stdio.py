@@ -7,6 +7,11 @@ with ``CONTAINER_ID`` and ``CONTAINER_NAMESPACE`` as its only environment, the
 query as arguments ``key value``, the process's stdout on its fd 3, stderr on fd
 4, and fd 5 to close, or write a byte to, once it is ready to read). The scheme
 of stdout decides for both streams.
+
+``file:///path?format=cri`` writes the file in Kubernetes' container log format
+(``<RFC 3339 time> <stdout|stderr> <F|P> <line>``, lines over 16 KiB split into
+partial records), which kubelet reads: the CRI service's containers log this way,
+so their logs need no process of the CRI's own and survive its restarts.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import socket
 import struct
 import termios
 import threading
+import time
 
 from services.runtime.shim.proc import Reaper, ShimError, Suppress
 
@@ -29,6 +35,7 @@ if TYPE_CHECKING:
 
 LOGGER_READY_TIMEOUT = 30.0
 LOGGER_STOP_TIMEOUT = 12.0  # containerd gives a logging binary as long to flush on exit
+CRI_LOG_LINE = 16384  # containerd's max_container_log_line_size
 
 
 def log_uri(value: str) -> tuple[str, str, list[str]]:
@@ -91,6 +98,61 @@ def _splice(src: int, dst: int) -> bool:
     return False
 
 
+def copy_cri(
+    src: int,
+    dst: int,
+    stream: bytes,
+    lock: threading.Lock,
+    close_dst: bool,
+    done: threading.Event | None = None,
+) -> None:
+    """Copy ``src`` into ``dst`` as CRI log records of ``stream`` (b"stdout"/b"stderr")."""
+    pending = b""
+    try:
+        while True:
+            try:
+                data = os.read(src, 65536)
+            except OSError as e:
+                if e.errno != errno.EIO:
+                    raise
+                data = b""
+            if not data:
+                break
+            pending += data
+            while True:
+                end = pending.find(b"\n", 0, CRI_LOG_LINE + 1)
+                if end >= 0:
+                    _cri_record(dst, stream, b"F", pending[:end], lock)
+                    pending = pending[end + 1 :]
+                elif len(pending) >= CRI_LOG_LINE:
+                    _cri_record(dst, stream, b"P", pending[:CRI_LOG_LINE], lock)
+                    pending = pending[CRI_LOG_LINE:]
+                else:
+                    break
+        if pending:  # the last line, unterminated: whole as far as anyone will know
+            _cri_record(dst, stream, b"F", pending, lock)
+    finally:
+        os.close(src)
+        if close_dst:
+            os.close(dst)
+        if done is not None:
+            done.set()
+
+
+def _cri_record(dst: int, stream: bytes, tag: bytes, line: bytes, lock: threading.Lock) -> None:
+    now = time.time_ns()
+    seconds, nanos = divmod(now, 1_000_000_000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode()
+    record = b"%s.%09dZ %s %s %s\n" % (stamp, nanos, stream, tag, line)
+    with lock:
+        view = memoryview(record)
+        while view:
+            try:
+                view = view[os.write(dst, view) :]
+            except OSError:
+                return  # a full disk drops output; the process must never block on it
+
+
 def _read_write(src: int, dst: int) -> None:
     while True:
         try:
@@ -146,6 +208,7 @@ class Process:
         self.pty: int | None = None
         self.pty_out: int | None = None  # where a terminal's output goes, until attached
         self.logger = 0  # the pid of a binary:// logging process
+        self.cri_log: threading.Lock | None = None  # set for file://...?format=cri
         self.outputs_done: list[threading.Event] = []
         self.exited = threading.Event()
 
@@ -172,6 +235,11 @@ class Process:
                     os.close(out)
                 raise
         if scheme == "file":
+            options = dict(zip(args[::2], args[1::2], strict=False))
+            if options.get("format", "") not in ("", "cri"):
+                raise ShimError("InvalidArgument", f"unknown log format in {self.stdout_path}")
+            if options.get("format") == "cri":
+                self.cri_log = threading.Lock()
             return open_log_file(path), open_log_file(path), False
         if scheme == "binary":
             out_w, err_w = self._start_logger(reaper, path, args, owner)
@@ -255,7 +323,7 @@ class Process:
             self.stdin_wake = os.eventfd(0, os.EFD_CLOEXEC)
             _start_thread(self._feed_stdin, src, w, self.stdin_wake)
         fds = [stdin_fd]
-        for dst in (out, err):
+        for dst, stream in ((out, b"stdout"), (err, b"stderr")):
             if dst is None:
                 fds.append(null)
             elif direct:
@@ -267,7 +335,10 @@ class Process:
                 to_close.append(w)
                 done = threading.Event()
                 self.outputs_done.append(done)
-                _start_thread(copy, r, dst, True, done)
+                if self.cri_log is not None:
+                    _start_thread(copy_cri, r, dst, stream, self.cri_log, True, done)
+                else:
+                    _start_thread(copy, r, dst, True, done)
         return (fds[0], fds[1], fds[2]), None, to_close
 
     def abandon_stdio(self, reaper: Reaper) -> None:
@@ -284,7 +355,10 @@ class Process:
         if out is not None:
             done = threading.Event()
             self.outputs_done.append(done)
-            _start_thread(copy, os.dup(master), out, True, done)
+            if self.cri_log is not None:
+                _start_thread(copy_cri, os.dup(master), out, b"stdout", self.cri_log, True, done)
+            else:
+                _start_thread(copy, os.dup(master), out, True, done)
         src = open_input(self.stdin_path)
         if src is not None:
             _start_thread(copy, src, os.dup(master), True)
