@@ -1,9 +1,10 @@
 """``python -m services.cri``: serve Kubernetes' CRI (``runtime.v1``).
 
 Configured as containerd's CRI plugin, under ``[plugins."io.containerd.grpc.v1.cri"]``:
-``containerd.snapshotter`` (default ``overlayfs``) and ``cni.conf_dir`` /
-``cni.bin_dir`` (defaults ``/etc/cni/net.d`` and ``/opt/cni/bin``, with Debian's
-``/usr/lib/cni`` searched after it).
+``sandbox_image`` (default ``registry.k8s.io/pause:3.8``; ``scripts/pause-image.sh``
+builds it offline), ``containerd.snapshotter`` (default ``overlayfs``) and
+``cni.conf_dir`` / ``cni.bin_dir`` (defaults ``/etc/cni/net.d`` and ``/opt/cni/bin``,
+with Debian's ``/usr/lib/cni`` searched after it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.cri.images import NAMESPACE, CriImages
+from services.cri.pods import Pods, Settings
 from services.cri.servicers import ImageServicer, RuntimeServicer
 from shared import cni, plugins, topology
 from shared.api.cri.runtime.v1 import api_pb2_grpc
@@ -40,21 +42,35 @@ async def setup(svc: ServiceProcess) -> None:
 
     settings = svc.config.plugin_config(CRI_PLUGIN)
     snapshotter = str(_table(settings, "containerd").get("snapshotter") or "overlayfs")
-    cni_conf_dir = str(_table(settings, "cni").get("conf_dir") or cni.DEFAULT_CONF_DIR)
+    cni_table = _table(settings, "cni")
+    cni_conf_dir = str(cni_table.get("conf_dir") or cni.DEFAULT_CONF_DIR)
+    bin_dir = str(cni_table.get("bin_dir") or "")
+    pod_settings = Settings(
+        sandbox_image=str(settings.get("sandbox_image") or Settings.sandbox_image),
+        snapshotter=snapshotter,
+        cni_conf_dir=cni_conf_dir,
+        cni_plugin_dirs=(bin_dir, *cni.DEFAULT_PLUGIN_DIRS) if bin_dir else cni.DEFAULT_PLUGIN_DIRS,
+        # The CRI's own cache under the root: pods are this node's and this suite's.
+        cni_cache_dir=str(svc.config.root / "cri" / "cni"),
+        fifo_dir=str(svc.config.state / "cri" / "fifo"),
+    )
 
     # Like containerd's CRI plugin, a client of the suite: through the one socket.
     client = berth.Client(svc.config.address, namespace=NAMESPACE)
     svc.on_shutdown(client.close)
+    images = CriImages(client, snapshotter)
     svc.add_grpc(
         "runtime.v1.ImageService",
         api_pb2_grpc.add_ImageServiceServicer_to_server,
-        ImageServicer(CriImages(client, snapshotter)),
+        ImageServicer(images),
     )
     svc.add_grpc(
         "runtime.v1.RuntimeService",
         api_pb2_grpc.add_RuntimeServiceServicer_to_server,
         # The RPCs not built yet are filled in at import (servicers.py), unseen by mypy.
-        RuntimeServicer(lambda: network_check(cni_conf_dir)),  # type: ignore[abstract]
+        RuntimeServicer(  # type: ignore[abstract]
+            Pods(client, images, pod_settings), lambda: network_check(cni_conf_dir)
+        ),
     )
     svc.plugins = [
         plugins.Plugin(

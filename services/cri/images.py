@@ -182,6 +182,17 @@ class CriImages:
             return wanted_id
         return None
 
+    def record(self, image_id_: str) -> berth.Image:
+        """An image record of the ID ``image_id_`` (the ID's own name when there is one)."""
+        import berth
+
+        with contextlib.suppress(berth.NotFound):
+            return self._client.get_image(image_id_)
+        group = self._group(self._records()).get(image_id_)
+        if not group:
+            raise NotFound(f"image {image_id_}: not found")
+        return sorted(group, key=lambda r: r.name)[0]
+
     def status(self, ref_or_id: str) -> CriImage | None:
         """The image ``ref_or_id`` names (tag, digest reference or ID), None if absent."""
         found = self.resolve(ref_or_id)

@@ -1,7 +1,8 @@
 """``runtime.v1.ImageService`` and ``runtime.v1.RuntimeService`` over the CRI core.
 
-Blocking client calls run in threads. RPCs berth does not serve yet answer
-``UNIMPLEMENTED`` saying so, as containerd 1.7 does for ``CheckpointContainer``.
+Blocking client calls run in threads. RPCs berth does not serve yet (the streaming
+server's Exec, Attach and PortForward, stats, events) answer ``UNIMPLEMENTED``
+saying so, as containerd 1.7 does for ``CheckpointContainer``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 import grpc
 
 from services.cri.images import Credentials, CriImage, CriImages, verbose_info
+from services.cri.pods import ContainerState, Pods, SandboxState
 from shared.api.cri.runtime.v1 import api_pb2 as cri
 from shared.api.cri.runtime.v1 import api_pb2_grpc
 from shared.errors import Unimplemented
@@ -110,11 +112,154 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):
         return cri.ImageFsInfoResponse(image_filesystems=[usage])
 
 
-class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
-    """Version and Status; the pod and container RPCs are not served yet."""
+def sandbox_to_proto(state: SandboxState) -> cri.PodSandbox:
+    return cri.PodSandbox(
+        id=state.id,
+        metadata=state.config.metadata,
+        state=cri.SANDBOX_READY if state.ready else cri.SANDBOX_NOTREADY,
+        created_at=state.created_at,
+        labels=state.config.labels,
+        annotations=state.config.annotations,
+    )
 
-    def __init__(self, network_ready: Callable[[], tuple[bool, str]]) -> None:
+
+def sandbox_status_to_proto(state: SandboxState) -> cri.PodSandboxStatus:
+    options = state.config.linux.security_context.namespace_options
+    return cri.PodSandboxStatus(
+        id=state.id,
+        metadata=state.config.metadata,
+        state=cri.SANDBOX_READY if state.ready else cri.SANDBOX_NOTREADY,
+        created_at=state.created_at,
+        network=cri.PodSandboxNetworkStatus(ip=state.ip),
+        linux=cri.LinuxPodSandboxStatus(namespaces=cri.Namespace(options=options)),
+        labels=state.config.labels,
+        annotations=state.config.annotations,
+    )
+
+
+def container_to_proto(state: ContainerState) -> cri.Container:
+    return cri.Container(
+        id=state.id,
+        pod_sandbox_id=state.sandbox_id,
+        metadata=state.config.metadata,
+        image=cri.ImageSpec(image=state.image_id or state.config.image.image),
+        image_ref=state.image_id,
+        image_id=state.image_id,
+        state=state.state,  # type: ignore[arg-type]
+        created_at=state.created_at,
+        labels=state.config.labels,
+        annotations=state.config.annotations,
+    )
+
+
+def container_status_to_proto(state: ContainerState) -> cri.ContainerStatus:
+    return cri.ContainerStatus(
+        id=state.id,
+        metadata=state.config.metadata,
+        state=state.state,  # type: ignore[arg-type]
+        created_at=state.created_at,
+        started_at=state.started_at,
+        finished_at=state.finished_at,
+        exit_code=state.exit_code,
+        image=cri.ImageSpec(image=state.config.image.image),
+        image_ref=state.image_id,
+        image_id=state.image_id,
+        reason=state.reason,
+        labels=state.config.labels,
+        annotations=state.config.annotations,
+        mounts=state.config.mounts,
+        log_path=state.log_path,
+    )
+
+
+class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
+    """Version, Status, pod sandboxes and containers; streaming, stats and the rest
+    answer UNIMPLEMENTED for now."""
+
+    def __init__(self, pods: Pods, network_ready: Callable[[], tuple[bool, str]]) -> None:
+        self._pods = pods
         self._network_ready = network_ready
+
+    async def RunPodSandbox(
+        self, request: cri.RunPodSandboxRequest, context: Context
+    ) -> cri.RunPodSandboxResponse:
+        sandbox_id = await _run(self._pods.run_sandbox, request.config)
+        return cri.RunPodSandboxResponse(pod_sandbox_id=sandbox_id)
+
+    async def StopPodSandbox(
+        self, request: cri.StopPodSandboxRequest, context: Context
+    ) -> cri.StopPodSandboxResponse:
+        await _run(self._pods.stop_sandbox, request.pod_sandbox_id)
+        return cri.StopPodSandboxResponse()
+
+    async def RemovePodSandbox(
+        self, request: cri.RemovePodSandboxRequest, context: Context
+    ) -> cri.RemovePodSandboxResponse:
+        await _run(self._pods.remove_sandbox, request.pod_sandbox_id)
+        return cri.RemovePodSandboxResponse()
+
+    async def PodSandboxStatus(
+        self, request: cri.PodSandboxStatusRequest, context: Context
+    ) -> cri.PodSandboxStatusResponse:
+        state = await _run(self._pods.sandbox_status, request.pod_sandbox_id)
+        return cri.PodSandboxStatusResponse(
+            status=sandbox_status_to_proto(state), timestamp=time.time_ns()
+        )
+
+    async def ListPodSandbox(
+        self, request: cri.ListPodSandboxRequest, context: Context
+    ) -> cri.ListPodSandboxResponse:
+        found = await _run(self._pods.list_sandboxes, request.filter)
+        return cri.ListPodSandboxResponse(items=[sandbox_to_proto(s) for s in found])
+
+    async def CreateContainer(
+        self, request: cri.CreateContainerRequest, context: Context
+    ) -> cri.CreateContainerResponse:
+        container_id = await _run(
+            self._pods.create_container,
+            request.pod_sandbox_id,
+            request.config,
+            request.sandbox_config,
+        )
+        return cri.CreateContainerResponse(container_id=container_id)
+
+    async def StartContainer(
+        self, request: cri.StartContainerRequest, context: Context
+    ) -> cri.StartContainerResponse:
+        await _run(self._pods.start_container, request.container_id)
+        return cri.StartContainerResponse()
+
+    async def StopContainer(
+        self, request: cri.StopContainerRequest, context: Context
+    ) -> cri.StopContainerResponse:
+        await _run(self._pods.stop_container, request.container_id, request.timeout)
+        return cri.StopContainerResponse()
+
+    async def RemoveContainer(
+        self, request: cri.RemoveContainerRequest, context: Context
+    ) -> cri.RemoveContainerResponse:
+        await _run(self._pods.remove_container, request.container_id)
+        return cri.RemoveContainerResponse()
+
+    async def ListContainers(
+        self, request: cri.ListContainersRequest, context: Context
+    ) -> cri.ListContainersResponse:
+        found = await _run(self._pods.list_containers, request.filter)
+        return cri.ListContainersResponse(containers=[container_to_proto(c) for c in found])
+
+    async def ContainerStatus(
+        self, request: cri.ContainerStatusRequest, context: Context
+    ) -> cri.ContainerStatusResponse:
+        state = await _run(self._pods.container_status, request.container_id)
+        return cri.ContainerStatusResponse(status=container_status_to_proto(state))
+
+    async def ExecSync(
+        self, request: cri.ExecSyncRequest, context: Context
+    ) -> cri.ExecSyncResponse:
+        out, err, code = await _run(
+            self._pods.exec_sync, request.container_id, list(request.cmd), request.timeout
+        )
+        return cri.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
 
     async def Version(self, request: cri.VersionRequest, context: Context) -> cri.VersionResponse:
         return cri.VersionResponse(
@@ -127,13 +272,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     async def Status(self, request: cri.StatusRequest, context: Context) -> cri.StatusResponse:
         network_ok, network_why = await _run(self._network_ready)
         conditions = [
-            # Honest until pods run: kubelet schedules nothing on a runtime that is not ready.
-            cri.RuntimeCondition(
-                type="RuntimeReady",
-                status=False,
-                reason="PodSandboxesUnsupported",
-                message="berth's CRI serves images; pod sandboxes and containers are not built yet",
-            ),
+            cri.RuntimeCondition(type="RuntimeReady", status=True),
             cri.RuntimeCondition(
                 type="NetworkReady",
                 status=network_ok,
@@ -149,7 +288,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
 
 def _unimplemented(name: str) -> Callable[..., Any]:
     async def method(self: Any, request: Any, context: Context) -> Any:
-        raise Unimplemented(f"CRI {name}: berth does not run pods yet")
+        raise Unimplemented(f"CRI {name}: not served by berth yet")
 
     method.__name__ = name
     return method

@@ -1,0 +1,642 @@
+"""Pod sandboxes and their containers, kept as containerd's CRI keeps them.
+
+Everything lives in the suite, in the ``k8s.io`` namespace: a sandbox is a container
+record labelled ``io.cri-containerd.kind=sandbox`` running the pause image, a CRI
+container one labelled ``kind=container``; each carries its CRI config as an extension
+and what happens to it later (start time, pod IP) as labels, so a restarted CRI
+service finds everything again and ``ctr -n k8s.io`` sees it all. A container's task
+is made on start (CREATED = a record without a task, as in containerd) and kept after
+its exit until the container is removed, so its exit status and times stay known.
+
+Networking is CNI's, into the sandbox's namespace, as go-cni does it; containers join
+the sandbox's network, IPC and UTS namespaces (and its PID namespace when asked).
+Logs are written by each container's shim in the CRI format (``file://...?format=cri``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from services.cri.images import CriImages
+from shared import cni
+from shared.api.cri.runtime.v1 import api_pb2 as cri
+from shared.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+
+if TYPE_CHECKING:
+    import berth
+
+KIND_LABEL = "io.cri-containerd.kind"
+SANDBOX = "sandbox"
+CONTAINER = "container"
+SANDBOX_ID_LABEL = "io.berth.cri.sandbox-id"
+IMAGE_ID_LABEL = "io.berth.cri.image-id"
+CREATED_LABEL = "io.berth.cri.created-at"
+STARTED_LABEL = "io.berth.cri.started-at"
+IP_LABEL = "io.berth.cri.ip"
+SANDBOX_CONFIG = "io.berth.cri.sandbox.config"
+CONTAINER_CONFIG = "io.berth.cri.container.config"
+LOOPBACK = b'{"cniVersion": "1.0.0", "name": "cni-loopback", "plugins": [{"type": "loopback"}]}'
+IFNAME = "eth0"
+STOP_GRACE = 2.0  # after SIGKILL, for the task to be reaped
+
+
+@dataclass(frozen=True)
+class Settings:
+    sandbox_image: str = "registry.k8s.io/pause:3.8"
+    snapshotter: str = "overlayfs"
+    cni_conf_dir: str = cni.DEFAULT_CONF_DIR
+    cni_plugin_dirs: tuple[str, ...] = cni.DEFAULT_PLUGIN_DIRS
+    cni_cache_dir: str = cni.DEFAULT_CACHE_DIR
+    fifo_dir: str = ""
+
+
+@dataclass(frozen=True)
+class SandboxState:
+    id: str
+    config: cri.PodSandboxConfig
+    ready: bool
+    created_at: int
+    ip: str = ""
+    pid: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    id: str
+    sandbox_id: str
+    config: cri.ContainerConfig
+    image_id: str
+    state: int  # cri.ContainerState
+    created_at: int
+    started_at: int = 0
+    finished_at: int = 0
+    exit_code: int = 0
+    reason: str = ""
+    log_path: str = ""
+
+
+def _new_id() -> str:
+    return secrets.token_hex(32)
+
+
+def _match_labels(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _ns(dt: Any) -> int:
+    return int(dt.timestamp() * 1e9) if dt is not None else 0
+
+
+class Pods:
+    """RuntimeService's pod and container logic over a berth client in ``k8s.io``."""
+
+    def __init__(self, client: berth.Client, images: CriImages, settings: Settings) -> None:
+        self._client = client
+        self._images = images
+        self._settings = settings
+        self._lock = threading.Lock()  # one sandbox change at a time (IDs, networks)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _network(self) -> cni.Network:
+        return cni.Network.from_conf_dir(
+            self._settings.cni_conf_dir,
+            self._settings.cni_plugin_dirs,
+            self._settings.cni_cache_dir,
+        )
+
+    def _loopback(self) -> cni.Network:
+        return cni.Network(
+            cni.NetworkConfig.parse(LOOPBACK),
+            self._settings.cni_plugin_dirs,
+            self._settings.cni_cache_dir,
+        )
+
+    def _records(self, kind: str) -> list[berth.Container]:
+        return self._client.containers(f'labels."{KIND_LABEL}"=={kind}')
+
+    def _find(self, kind: str, wanted: str) -> berth.Container:
+        """The record of ``kind`` whose ID is ``wanted`` or starts with it (as crictl
+        shortens IDs)."""
+        import berth
+
+        if not wanted:
+            raise InvalidArgument(f"no {kind} ID given")
+        with contextlib.suppress(berth.NotFound):
+            record = self._client.load_container(wanted)
+            if record.labels().get(KIND_LABEL) == kind:
+                return record
+        found = [c for c in self._records(kind) if c.id.startswith(wanted)]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise InvalidArgument(f"{kind} ID {wanted!r} is ambiguous")
+        raise NotFound(f"{'pod sandbox' if kind == SANDBOX else kind} {wanted}: not found")
+
+    def _task(self, container: berth.Container) -> berth.Task | None:
+        import berth
+
+        try:
+            return container.task()
+        except berth.NotFound:
+            return None
+
+    @staticmethod
+    def _extension(container: berth.Container, name: str, message: Any) -> Any:
+        packed = container.info(refresh=False).extensions.get(name)
+        if packed is not None:
+            message.ParseFromString(packed.value)
+        return message
+
+    # -- sandboxes -----------------------------------------------------------------
+
+    def run_sandbox(self, config: cri.PodSandboxConfig) -> str:
+        import berth
+        from berth import cio, oci
+
+        meta = config.metadata
+        if not meta.name or not meta.namespace:
+            raise InvalidArgument("a pod sandbox needs metadata with a name and a namespace")
+        options = config.linux.security_context.namespace_options
+        host_network = options.network == cri.NODE
+        network = None if host_network else self._network()  # fails clearly when none
+        image_id = self._images.resolve(self._settings.sandbox_image)
+        if image_id is None:
+            image_id = self._images.pull(self._settings.sandbox_image)
+        image = self._images.record(image_id)
+
+        sandbox_id = _new_id()
+        spec_opts: list[oci.SpecOpt] = [
+            oci.with_image_config(image),
+            oci.with_rootfs_readonly,
+            oci.with_cgroup(_cgroup(config.linux.cgroup_parent, sandbox_id)),
+            oci.with_annotations(_annotations(SANDBOX, sandbox_id, config)),
+        ]
+        if host_network:  # the node's network and, as in containerd, its hostname
+            spec_opts += [oci.with_host_network, oci.with_host_namespace("uts")]
+        else:
+            spec_opts.append(oci.with_hostname(config.hostname or meta.name))
+        if options.pid == cri.NODE:
+            spec_opts.append(oci.with_host_namespace("pid"))
+        if options.ipc == cri.NODE:
+            spec_opts.append(oci.with_host_namespace("ipc"))
+        if config.linux.sysctls:
+            spec_opts.append(_with_sysctls(dict(config.linux.sysctls)))
+        labels = {
+            **dict(config.labels),
+            KIND_LABEL: SANDBOX,
+            CREATED_LABEL: str(time.time_ns()),
+        }
+        container = self._client.new_container(
+            sandbox_id,
+            berth.with_container_extension(SANDBOX_CONFIG, config),
+            image=image,
+            snapshot=berth.with_new_snapshot(sandbox_id, image),
+            spec=berth.with_new_spec(*spec_opts),
+            labels=labels,
+        )
+        task = None
+        try:
+            task = container.new_task(cio.null_io())
+            if network is not None:
+                netns = f"/proc/{task.pid}/ns/net"
+                self._loopback().setup(sandbox_id, netns, "lo")
+                attached = network.setup(sandbox_id, netns, IFNAME)
+                addresses = attached.addresses()
+                if addresses:
+                    container.set_labels({IP_LABEL: addresses[0].partition("/")[0]})
+            task.start()
+        except BaseException:
+            self._teardown_network(sandbox_id)
+            if task is not None:
+                with contextlib.suppress(berth.BerthError):
+                    task.delete(force=True)
+            with contextlib.suppress(berth.BerthError):
+                container.delete()
+            raise
+        return sandbox_id
+
+    def _teardown_network(self, sandbox_id: str) -> None:
+        cni.detach_everywhere(
+            sandbox_id, self._settings.cni_plugin_dirs, self._settings.cni_cache_dir
+        )
+
+    def stop_sandbox(self, wanted: str) -> None:
+        """Stop every container of the pod and the sandbox; absent is fine."""
+        try:
+            sandbox = self._find(SANDBOX, wanted)
+        except NotFound:
+            return
+        for container in self._containers_of(sandbox.id):
+            self.stop_container(container.id, 0)
+        self._teardown_network(sandbox.id)
+        task = self._task(sandbox)
+        if task is not None:
+            _kill_and_reap(task)
+            task.delete(force=True)
+
+    def remove_sandbox(self, wanted: str) -> None:
+        """Remove the pod: its containers, the sandbox, its snapshot; absent is fine."""
+        try:
+            sandbox = self._find(SANDBOX, wanted)
+        except NotFound:
+            return
+        self.stop_sandbox(sandbox.id)
+        for container in self._containers_of(sandbox.id):
+            self.remove_container(container.id)
+        sandbox.delete()
+
+    def _sandbox_state(self, sandbox: berth.Container) -> SandboxState:
+        from berth.task import Status
+
+        config = self._extension(sandbox, SANDBOX_CONFIG, cri.PodSandboxConfig())
+        labels = sandbox.info(refresh=False).labels
+        task = self._task(sandbox)
+        ready = task is not None and task.status() in (Status.RUNNING, Status.PAUSED)
+        return SandboxState(
+            sandbox.id,
+            config,
+            ready,
+            int(labels.get(CREATED_LABEL, "0")),
+            labels.get(IP_LABEL, ""),
+            task.pid if task is not None else 0,
+            dict(config.labels),
+        )
+
+    def sandbox_status(self, wanted: str) -> SandboxState:
+        return self._sandbox_state(self._find(SANDBOX, wanted))
+
+    def list_sandboxes(self, flt: cri.PodSandboxFilter) -> list[SandboxState]:
+        found = []
+        for record in self._records(SANDBOX):
+            if flt.id and not record.id.startswith(flt.id):
+                continue
+            state = self._sandbox_state(record)
+            if flt.HasField("state") and (flt.state.state == cri.SANDBOX_READY) != state.ready:
+                continue
+            if not _match_labels(state.labels, flt.label_selector):
+                continue
+            found.append(state)
+        return found
+
+    def _containers_of(self, sandbox_id: str) -> list[berth.Container]:
+        return self._client.containers(
+            f'labels."{KIND_LABEL}"=={CONTAINER},labels."{SANDBOX_ID_LABEL}"=={sandbox_id}'
+        )
+
+    # -- containers ----------------------------------------------------------------
+
+    def create_container(
+        self, sandbox_id: str, config: cri.ContainerConfig, sandbox_config: cri.PodSandboxConfig
+    ) -> str:
+        import berth
+        from berth import oci
+
+        sandbox = self._find(SANDBOX, sandbox_id)
+        state = self._sandbox_state(sandbox)
+        if not state.ready:
+            raise FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
+        if not config.metadata.name:
+            raise InvalidArgument("a container needs metadata with a name")
+        image_id = self._images.resolve(config.image.image)
+        if image_id is None:
+            raise NotFound(f"image {config.image.image!r}: not found")
+        image = self._images.record(image_id)
+        image_config = dict(image.config().get("config") or {})
+        container_id = _new_id()
+        pod = state.config
+        linux = config.linux
+        security = linux.security_context
+        ns_options = security.namespace_options
+        spec_opts: list[oci.SpecOpt] = [
+            oci.with_image_config(image),
+            oci.with_process_args(*_process_args(config, image_config)),
+            oci.with_cgroup(_cgroup(pod.linux.cgroup_parent, container_id)),
+            oci.with_annotations(_annotations(CONTAINER, sandbox.id, pod, config, image_id)),
+        ]
+        if config.envs:
+            spec_opts.append(oci.with_env([f"{kv.key}={kv.value}" for kv in config.envs]))
+        if config.working_dir:
+            spec_opts.append(oci.with_process_cwd(config.working_dir))
+        if config.tty:
+            spec_opts.append(oci.with_tty)
+        pid = state.pid
+        joined = ["ipc"]
+        if pod.linux.security_context.namespace_options.network == cri.NODE:
+            # The node's UTS namespace itself, never joined by path: a hostname set
+            # there would rename the node.
+            spec_opts += [oci.with_host_network, oci.with_host_namespace("uts")]
+        else:
+            joined += ["network", "uts"]
+            spec_opts.append(oci.with_hostname(pod.hostname or pod.metadata.name))
+        if ns_options.pid == cri.POD:
+            joined.append("pid")
+        elif ns_options.pid == cri.NODE:
+            spec_opts.append(oci.with_host_namespace("pid"))
+        for kind in joined:
+            spec_opts.append(oci.with_linux_namespace(kind, f"/proc/{pid}/ns/{_proc_ns(kind)}"))
+        if config.mounts:
+            spec_opts.append(oci.with_mounts([_bind(m) for m in config.mounts]))
+        if security.privileged:
+            spec_opts += [oci.with_privileged, oci.with_all_devices_allowed, oci.with_host_devices]
+        if security.capabilities.add_capabilities:
+            spec_opts.append(
+                oci.with_added_capabilities(list(security.capabilities.add_capabilities))
+            )
+        if security.capabilities.drop_capabilities:
+            spec_opts.append(
+                oci.with_dropped_capabilities(list(security.capabilities.drop_capabilities))
+            )
+        if security.HasField("run_as_user"):
+            gid = security.run_as_group.value if security.HasField("run_as_group") else None
+            user = str(security.run_as_user.value) + (f":{gid}" if gid is not None else "")
+            spec_opts.append(oci.with_user(user))
+        elif security.run_as_username:
+            spec_opts.append(oci.with_user(security.run_as_username))
+        if security.readonly_rootfs:
+            spec_opts.append(oci.with_rootfs_readonly)
+        resources = linux.resources
+        if resources.memory_limit_in_bytes:
+            spec_opts.append(oci.with_memory_limit(resources.memory_limit_in_bytes))
+        if resources.cpu_quota or resources.cpu_period:
+            period = resources.cpu_period or 100_000  # the kernel's default period
+            spec_opts.append(oci.with_cpu_cfs(resources.cpu_quota, period))
+        if resources.cpu_shares:
+            spec_opts.append(oci.with_cpu_shares(resources.cpu_shares))
+        labels = {
+            **dict(config.labels),
+            KIND_LABEL: CONTAINER,
+            SANDBOX_ID_LABEL: sandbox.id,
+            IMAGE_ID_LABEL: image_id,
+            CREATED_LABEL: str(time.time_ns()),
+        }
+        self._client.new_container(
+            container_id,
+            berth.with_container_extension(CONTAINER_CONFIG, config),
+            image=image,
+            snapshot=berth.with_new_snapshot(container_id, image),
+            spec=berth.with_new_spec(*spec_opts),
+            labels=labels,
+        )
+        return container_id
+
+    def _log_path(self, container: berth.Container, config: cri.ContainerConfig) -> str:
+        sandbox_id = container.info(refresh=False).labels.get(SANDBOX_ID_LABEL, "")
+        try:
+            sandbox = self._find(SANDBOX, sandbox_id)
+        except NotFound:
+            return ""
+        pod = self._extension(sandbox, SANDBOX_CONFIG, cri.PodSandboxConfig())
+        if not pod.log_directory or not config.log_path:
+            return ""
+        return os.path.join(pod.log_directory, config.log_path)
+
+    def start_container(self, wanted: str) -> None:
+        from berth import cio
+
+        container = self._find(CONTAINER, wanted)
+        if self._task(container) is not None:
+            raise FailedPrecondition(f"container {container.id} was started already")
+        config = self._extension(container, CONTAINER_CONFIG, cri.ContainerConfig())
+        sandbox_id = container.info(refresh=False).labels.get(SANDBOX_ID_LABEL, "")
+        if not self._sandbox_state(self._find(SANDBOX, sandbox_id)).ready:
+            raise FailedPrecondition(f"pod sandbox {sandbox_id} is not ready")
+        log_path = self._log_path(container, config)
+        creator = cio.log_uri(f"file://{log_path}?format=cri") if log_path else cio.null_io()
+        task = container.new_task(creator)
+        try:
+            task.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                task.delete(force=True)
+            raise
+        container.set_labels({STARTED_LABEL: str(time.time_ns())})
+
+    def stop_container(self, wanted: str, timeout: int) -> None:
+        """The stop signal, ``timeout`` seconds, then SIGKILL; a container that is not
+        running (or not there) is fine."""
+        from berth.task import Status
+
+        try:
+            container = self._find(CONTAINER, wanted)
+        except NotFound:
+            return
+        task = self._task(container)
+        if task is None or task.status() not in (Status.RUNNING, Status.PAUSED):
+            return
+        config = self._extension(container, CONTAINER_CONFIG, cri.ContainerConfig())
+        exited = task.wait()
+        if timeout > 0:
+            stop_signal = _stop_signal(config, container)
+            with contextlib.suppress(NotFound, FailedPrecondition):
+                task.kill(stop_signal)
+            with contextlib.suppress(TimeoutError):
+                exited.result(timeout)
+                return
+        _kill_and_reap(task, exited)
+
+    def remove_container(self, wanted: str) -> None:
+        try:
+            container = self._find(CONTAINER, wanted)
+        except NotFound:
+            return
+        task = self._task(container)
+        if task is not None:
+            task.delete(force=True)
+        container.delete()
+
+    def _container_state(self, container: berth.Container) -> ContainerState:
+        from berth.task import Status
+
+        info = container.info(refresh=False)
+        labels = info.labels
+        config = self._extension(container, CONTAINER_CONFIG, cri.ContainerConfig())
+        image_id = labels.get(IMAGE_ID_LABEL, "")
+        state, finished, code, reason = cri.CONTAINER_CREATED, 0, 0, ""
+        task = self._task(container)
+        if task is not None:
+            process = task.state()
+            if process.status == Status.STOPPED:
+                state, code = cri.CONTAINER_EXITED, process.exit_status
+                finished = _ns(process.exited_at)
+                reason = "Completed" if code == 0 else "Error"
+            elif process.status in (Status.RUNNING, Status.PAUSED, Status.PAUSING):
+                state = cri.CONTAINER_RUNNING
+            elif process.status == Status.UNKNOWN:
+                state = cri.CONTAINER_UNKNOWN
+        return ContainerState(
+            container.id,
+            labels.get(SANDBOX_ID_LABEL, ""),
+            config,
+            image_id,
+            state,
+            int(labels.get(CREATED_LABEL, "0")),
+            int(labels.get(STARTED_LABEL, "0")),
+            finished,
+            code,
+            reason,
+            self._log_path(container, config),
+        )
+
+    def container_status(self, wanted: str) -> ContainerState:
+        return self._container_state(self._find(CONTAINER, wanted))
+
+    def list_containers(self, flt: cri.ContainerFilter) -> list[ContainerState]:
+        found = []
+        for record in self._records(CONTAINER):
+            if flt.id and not record.id.startswith(flt.id):
+                continue
+            labels = record.info(refresh=False).labels
+            if flt.pod_sandbox_id and not labels.get(SANDBOX_ID_LABEL, "").startswith(
+                flt.pod_sandbox_id
+            ):
+                continue
+            state = self._container_state(record)
+            if flt.HasField("state") and flt.state.state != state.state:
+                continue
+            if not _match_labels(dict(state.config.labels), flt.label_selector):
+                continue
+            found.append(state)
+        return found
+
+    def exec_sync(self, wanted: str, cmd: Sequence[str], timeout: int) -> tuple[bytes, bytes, int]:
+        """Run ``cmd`` in the container and return (stdout, stderr, exit code);
+        DeadlineExceeded (the process killed) after ``timeout`` seconds if not 0."""
+        from berth import cio
+        from berth.task import Status
+
+        if not cmd:
+            raise InvalidArgument("exec needs a command")
+        container = self._find(CONTAINER, wanted)
+        task = self._task(container)
+        if task is None or task.status() != Status.RUNNING:
+            raise FailedPrecondition(f"container {container.id} is not running")
+        out, err = io.BytesIO(), io.BytesIO()
+        exec_id = f"exec-{secrets.token_hex(8)}"
+        fifo_dir = self._settings.fifo_dir or None
+        process = task.exec(
+            exec_id, io=cio.with_streams(None, out, err, fifo_dir=fifo_dir), args=list(cmd)
+        )
+        try:
+            exited = process.wait()
+            process.start()
+            try:
+                status = exited.result(timeout or None)
+            except TimeoutError:
+                with contextlib.suppress(Exception):
+                    process.kill(signal.SIGKILL)
+                raise DeadlineExceeded(
+                    f"command {list(cmd)!r} in {container.id}: timeout {timeout}s exceeded"
+                ) from None
+        finally:
+            with contextlib.suppress(Exception):
+                process.delete(force=True)
+        return out.getvalue(), err.getvalue(), status.code
+
+
+def _kill_and_reap(task: berth.Task, exited: Any = None) -> None:
+    waiter = exited if exited is not None else task.wait()
+    with contextlib.suppress(NotFound, FailedPrecondition):
+        task.kill(signal.SIGKILL, all=True)
+    with contextlib.suppress(TimeoutError):
+        waiter.result(STOP_GRACE)
+
+
+def _stop_signal(config: cri.ContainerConfig, container: berth.Container) -> int:
+    if config.stop_signal:
+        name = cri.Signal.Name(config.stop_signal)
+        with contextlib.suppress(AttributeError):
+            return int(getattr(signal, name))
+    with contextlib.suppress(Exception):
+        configured = container.image().config().get("config", {}).get("StopSignal")
+        if configured:
+            name = str(configured).upper()
+            return int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))
+    return int(signal.SIGTERM)
+
+
+def _process_args(config: cri.ContainerConfig, image_config: Mapping[str, Any]) -> list[str]:
+    """The process's argv as containerd's CRI (and docker) make it from the config's
+    command and args and the image's entrypoint and cmd."""
+    command, args = list(config.command), list(config.args)
+    if not command:
+        if not args:
+            args = list(image_config.get("Cmd") or [])
+        entrypoint = list(image_config.get("Entrypoint") or [])
+        if entrypoint != [""]:
+            command = entrypoint
+    if not command and not args:
+        raise InvalidArgument("no command specified: neither the config nor the image has one")
+    return command + args
+
+
+def _cgroup(parent: str, container_id: str) -> str:
+    return f"{parent.rstrip('/')}/{container_id}" if parent else f"/k8s.io/{container_id}"
+
+
+def _proc_ns(kind: str) -> str:
+    return {"network": "net", "mount": "mnt"}.get(kind, kind)
+
+
+def _bind(mount: cri.Mount) -> dict[str, Any]:
+    if not mount.container_path or not mount.host_path:
+        raise InvalidArgument("a mount needs a container path and a host path")
+    if not Path(mount.host_path).exists():
+        raise InvalidArgument(f"mount source {mount.host_path}: does not exist")
+    options = ["rbind", "ro" if mount.readonly else "rw"]
+    propagation = {
+        cri.PROPAGATION_PRIVATE: "rprivate",
+        cri.PROPAGATION_HOST_TO_CONTAINER: "rslave",
+        cri.PROPAGATION_BIDIRECTIONAL: "rshared",
+    }.get(mount.propagation, "rprivate")
+    options.append(propagation)
+    return {
+        "destination": mount.container_path,
+        "type": "bind",
+        "source": mount.host_path,
+        "options": options,
+    }
+
+
+def _annotations(
+    kind: str,
+    sandbox_id: str,
+    pod: cri.PodSandboxConfig,
+    config: cri.ContainerConfig | None = None,
+    image_id: str = "",
+) -> dict[str, str]:
+    """The annotations containerd's CRI puts in specs (runtimes and hooks read them)."""
+    found = {
+        "io.kubernetes.cri.container-type": kind,
+        "io.kubernetes.cri.sandbox-id": sandbox_id,
+        "io.kubernetes.cri.sandbox-name": pod.metadata.name,
+        "io.kubernetes.cri.sandbox-namespace": pod.metadata.namespace,
+        "io.kubernetes.cri.sandbox-uid": pod.metadata.uid,
+    }
+    if config is not None:
+        found["io.kubernetes.cri.container-name"] = config.metadata.name
+        found["io.kubernetes.cri.image-name"] = config.image.image
+        found["io.kubernetes.cri.image-id"] = image_id
+        found.update(config.annotations)
+    else:
+        found.update(pod.annotations)
+    return found
+
+
+def _with_sysctls(sysctls: dict[str, str]) -> Callable[..., None]:
+    def opt(context: Any, spec: dict[str, Any]) -> None:
+        linux = spec.setdefault("linux", {})
+        linux["sysctl"] = {**(linux.get("sysctl") or {}), **sysctls}
+
+    return opt

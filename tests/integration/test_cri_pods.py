@@ -1,0 +1,268 @@
+"""Pods through the CRI as kubelet runs them (``runtime.v1`` over the suite's socket): a
+sandbox from the pause image built offline, on a CNI bridge network of the test's own;
+a container in it logging in the CRI format, reached from the host on the pod's IP,
+ExecSync (output, exit codes, timeout), listings and filters, stop with its signal and
+grace, removal (idempotent, as critest checks), and nothing left behind."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from shared.api.cri.runtime.v1 import api_pb2 as cri
+from shared.api.cri.runtime.v1 import api_pb2_grpc
+from shared.config import grpc_target
+from tests.harness import REPO, Suite, running_suite, wait_until
+from tests.integration.cni_support import PLUGIN_DIR, BridgeNetwork, bridge_network, have_cni
+from tests.testimages import Registry
+
+pytestmark = pytest.mark.skipif(not have_cni(), reason="needs root and Debian's CNI plugins")
+
+CRI_RECORD = re.compile(r"\S+Z (stdout|stderr) ([FP]) (.*)\Z")
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeNetwork]:
+    with bridge_network(tmp_path_factory.mktemp("cri-cni")) as net:
+        yield net
+
+
+@pytest.fixture(scope="module")
+def pod_suite(network: BridgeNetwork, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    config = (
+        '[plugins."io.containerd.grpc.v1.cri".cni]\n'
+        f'conf_dir = "{network.conf_dir}"\nbin_dir = "{PLUGIN_DIR}"\n'
+    )
+    with running_suite(config=config) as suite:
+        pause = tmp_path_factory.mktemp("pause") / "pause.tar"
+        subprocess.run([str(REPO / "scripts" / "pause-image.sh"), str(pause)], check=True,
+                       capture_output=True, timeout=120)  # fmt: skip
+        suite.ctr("images", "import", str(pause), namespace="k8s.io")
+        yield suite
+
+
+@pytest.fixture(scope="module")
+def runtime(pod_suite: Suite) -> Iterator[api_pb2_grpc.RuntimeServiceStub]:
+    with grpc.insecure_channel(grpc_target(pod_suite.address)) as ch:
+        yield api_pb2_grpc.RuntimeServiceStub(ch)
+
+
+@pytest.fixture(scope="module")
+def busybox(pod_suite: Suite, registry: Registry) -> str:
+    ref = registry.ref("busybox")
+    with grpc.insecure_channel(grpc_target(pod_suite.address)) as ch:
+        images = api_pb2_grpc.ImageServiceStub(ch)
+        images.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=ref)), timeout=120)
+    return ref
+
+
+def pod_config(name: str, logs: Path, **kw: object) -> cri.PodSandboxConfig:
+    return cri.PodSandboxConfig(
+        metadata=cri.PodSandboxMetadata(name=name, namespace="default", uid=f"uid-{name}"),
+        hostname=name,
+        log_directory=str(logs),
+        labels={"app": name},
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def container_config(name: str, image: str, *command: str) -> cri.ContainerConfig:
+    return cri.ContainerConfig(
+        metadata=cri.ContainerMetadata(name=name),
+        image=cri.ImageSpec(image=image),
+        command=list(command),
+        log_path=f"{name}/0.log",
+        labels={"container": name},
+    )
+
+
+def log_lines(path: Path) -> list[tuple[str, str]]:
+    if not path.exists():
+        return []
+    found = []
+    for line in path.read_text().splitlines():
+        match = CRI_RECORD.match(line)
+        assert match, f"not a CRI log record: {line!r}"
+        found.append((match.group(1), match.group(3)))
+    return found
+
+
+def test_a_pod_runs_a_container_kubelet_style(
+    pod_suite: Suite,
+    runtime: api_pb2_grpc.RuntimeServiceStub,
+    busybox: str,
+    network: BridgeNetwork,
+    tmp_path: Path,
+) -> None:
+    status = runtime.Status(cri.StatusRequest(), timeout=10).status
+    assert all(c.status for c in status.conditions), status
+
+    pod = pod_config("web", tmp_path / "pods")
+    pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
+    sandbox = runtime.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=pod_id)).status
+    assert sandbox.state == cri.SANDBOX_READY
+    assert sandbox.metadata.name == "web" and sandbox.labels["app"] == "web"
+    assert sandbox.network.ip.startswith(f"{network.subnet_prefix}.")
+    assert network.allocated() == [sandbox.network.ip]
+    assert pod_id in pod_suite.ctr("containers", "ls", "-q", namespace="k8s.io").stdout
+
+    config = container_config(
+        "server", busybox, "sh", "-c", "echo started; hostname; echo oops >&2; "
+        "exec httpd -f -p 8080 -h /etc",
+    )  # fmt: skip
+    container_id = runtime.CreateContainer(
+        cri.CreateContainerRequest(pod_sandbox_id=pod_id, config=config, sandbox_config=pod),
+        timeout=60,
+    ).container_id
+    created = runtime.ContainerStatus(cri.ContainerStatusRequest(container_id=container_id))
+    assert created.status.state == cri.CONTAINER_CREATED
+    assert created.status.image_ref.startswith("sha256:")
+
+    runtime.StartContainer(cri.StartContainerRequest(container_id=container_id), timeout=60)
+    running = runtime.ContainerStatus(cri.ContainerStatusRequest(container_id=container_id))
+    assert running.status.state == cri.CONTAINER_RUNNING
+    assert running.status.started_at > 0
+    log = Path(running.status.log_path)
+    assert log == tmp_path / "pods" / "server" / "0.log"
+    wait_until(lambda: len(log_lines(log)) >= 3, 30, what="the container's log")
+    assert set(log_lines(log)) == {("stdout", "started"), ("stdout", "web"), ("stderr", "oops")}
+
+    # The container shares the sandbox's network: the host reaches it on the pod's IP.
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{sandbox.network.ip}:8080/passwd", timeout=2) as r:
+                return b"root:x:0:0" in r.read()
+        except OSError:
+            return False
+
+    wait_until(answers, 30, what="httpd on the pod's IP")
+
+    ok = runtime.ExecSync(cri.ExecSyncRequest(container_id=container_id, cmd=["cat", "/etc/group"]))
+    assert ok.exit_code == 0 and b"root:x:0:" in ok.stdout and ok.stderr == b""
+    failed = runtime.ExecSync(
+        cri.ExecSyncRequest(container_id=container_id, cmd=["sh", "-c", "echo no >&2; exit 3"])
+    )
+    assert (failed.exit_code, failed.stdout, failed.stderr) == (3, b"", b"no\n")
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as err:
+        runtime.ExecSync(
+            cri.ExecSyncRequest(container_id=container_id, cmd=["sleep", "30"], timeout=1)
+        )
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 20
+
+    listed = runtime.ListContainers(
+        cri.ListContainersRequest(filter=cri.ContainerFilter(pod_sandbox_id=pod_id))
+    ).containers
+    assert [c.id for c in listed] == [container_id]
+    assert listed[0].metadata.name == "server" and listed[0].image_ref.startswith("sha256:")
+    by_label = runtime.ListContainers(
+        cri.ListContainersRequest(
+            filter=cri.ContainerFilter(label_selector={"container": "server"})
+        )
+    ).containers
+    assert [c.id for c in by_label] == [container_id]
+    exited_filter = cri.ContainerFilter(state=cri.ContainerStateValue(state=cri.CONTAINER_EXITED))
+    assert not runtime.ListContainers(cri.ListContainersRequest(filter=exited_filter)).containers
+    sandboxes = runtime.ListPodSandbox(
+        cri.ListPodSandboxRequest(filter=cri.PodSandboxFilter(label_selector={"app": "web"}))
+    ).items
+    assert [s.id for s in sandboxes] == [pod_id]
+
+    # Stop: SIGTERM (httpd dies of it), within the grace period.
+    runtime.StopContainer(cri.StopContainerRequest(container_id=container_id, timeout=10))
+    stopped = runtime.ContainerStatus(cri.ContainerStatusRequest(container_id=container_id))
+    assert stopped.status.state == cri.CONTAINER_EXITED
+    assert stopped.status.exit_code == 143 and stopped.status.reason == "Error"
+    assert stopped.status.finished_at >= stopped.status.started_at > 0
+    runtime.StopContainer(cri.StopContainerRequest(container_id=container_id, timeout=10))
+
+    runtime.RemoveContainer(cri.RemoveContainerRequest(container_id=container_id))
+    runtime.RemoveContainer(cri.RemoveContainerRequest(container_id=container_id))  # again: fine
+    with pytest.raises(grpc.RpcError) as err:
+        runtime.ContainerStatus(cri.ContainerStatusRequest(container_id=container_id))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+    runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
+    stopped_pod = runtime.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=pod_id))
+    assert stopped_pod.status.state == cri.SANDBOX_NOTREADY
+    assert network.allocated() == []  # the address went back with the network
+    runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
+    runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
+    runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
+    assert not runtime.ListPodSandbox(cri.ListPodSandboxRequest()).items
+    assert pod_suite.ctr("containers", "ls", "-q", namespace="k8s.io").stdout.split() == []
+    assert pod_suite.ctr("tasks", "ls", "-q", namespace="k8s.io").stdout.split() == []
+
+
+def test_removing_a_pod_removes_its_running_containers(
+    pod_suite: Suite,
+    runtime: api_pb2_grpc.RuntimeServiceStub,
+    busybox: str,
+    network: BridgeNetwork,
+    tmp_path: Path,
+) -> None:
+    pod = pod_config("doomed", tmp_path / "pods")
+    pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
+    ids = []
+    for name in ("a", "b"):
+        config = container_config(name, busybox, "sleep", "600")
+        request = cri.CreateContainerRequest(
+            pod_sandbox_id=pod_id, config=config, sandbox_config=pod
+        )
+        ids.append(runtime.CreateContainer(request, timeout=60).container_id)
+        runtime.StartContainer(cri.StartContainerRequest(container_id=ids[-1]), timeout=60)
+    runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+    assert not runtime.ListContainers(cri.ListContainersRequest()).containers
+    assert pod_suite.ctr("containers", "ls", "-q", namespace="k8s.io").stdout.split() == []
+    assert network.allocated() == []
+
+
+def test_host_network_pod_and_bad_input(
+    runtime: api_pb2_grpc.RuntimeServiceStub, busybox: str, tmp_path: Path
+) -> None:
+    host = cri.LinuxPodSandboxConfig(
+        security_context=cri.LinuxSandboxSecurityContext(
+            namespace_options=cri.NamespaceOption(network=cri.NODE)
+        )
+    )
+    pod = pod_config("on-host", tmp_path / "pods", linux=host)
+    pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
+    try:
+        status = runtime.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=pod_id))
+        assert status.status.network.ip == ""
+        assert status.status.linux.namespaces.options.network == cri.NODE
+
+        for request, code in (
+            (cri.CreateContainerRequest(pod_sandbox_id="0" * 64, config=container_config(
+                "x", busybox, "true"), sandbox_config=pod), grpc.StatusCode.NOT_FOUND),
+            (cri.CreateContainerRequest(pod_sandbox_id=pod_id, config=container_config(
+                "x", "127.0.0.1:1/absent:latest", "true"), sandbox_config=pod),
+             grpc.StatusCode.NOT_FOUND),
+            (cri.CreateContainerRequest(pod_sandbox_id=pod_id, config=cri.ContainerConfig(
+                image=cri.ImageSpec(image=busybox)), sandbox_config=pod),
+             grpc.StatusCode.INVALID_ARGUMENT),
+        ):  # fmt: skip
+            with pytest.raises(grpc.RpcError) as err:
+                runtime.CreateContainer(request, timeout=60)
+            assert err.value.code() == code, err.value.details()
+        with pytest.raises(grpc.RpcError) as err:
+            runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=cri.PodSandboxConfig()))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as err:
+            runtime.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id="f" * 64))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        # What is not there stops and goes without complaint, as critest wants.
+        runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id="f" * 64))
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id="f" * 64))
+        runtime.StopContainer(cri.StopContainerRequest(container_id="f" * 64))
+        runtime.RemoveContainer(cri.RemoveContainerRequest(container_id="f" * 64))
+    finally:
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
