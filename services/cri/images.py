@@ -268,9 +268,9 @@ class CriImages:
                 continue  # removed meanwhile
             used += usage.size
             inodes += usage.inodes
-        return self._snapshotter_root(), used, inodes
+        return self.snapshotter_root(), used, inodes
 
-    def _snapshotter_root(self) -> str:
+    def snapshotter_root(self) -> str:
         # One filter with both terms: separate filters would match either.
         for plugin in self._client.plugins(
             f"type==io.containerd.snapshotter.v1,id=={self._snapshotter}"

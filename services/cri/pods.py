@@ -20,7 +20,6 @@ import io
 import os
 import secrets
 import signal
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services.cri.images import CriImages
+from services.cri.stats import CpuRates, Usage, network_usage, usage_from_metrics
 from shared import cni
 from shared.api.cri.runtime.v1 import api_pb2 as cri
 from shared.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
@@ -105,7 +105,7 @@ class Pods:
         self._client = client
         self._images = images
         self._settings = settings
-        self._lock = threading.Lock()  # one sandbox change at a time (IDs, networks)
+        self._cpu = CpuRates()
 
     # -- helpers -----------------------------------------------------------------
 
@@ -510,6 +510,101 @@ class Pods:
             found.append(state)
         return found
 
+    # -- resources and usage ---------------------------------------------------------
+
+    def update_resources(self, wanted: str, resources: cri.LinuxContainerResources) -> None:
+        """New CPU and memory limits: into the record's spec (for a start to come) and
+        into the running task, as containerd's CRI does."""
+        from google.protobuf import field_mask_pb2
+
+        from berth.task import Status
+        from shared import typeurl
+        from shared.api.containerd.services.containers.v1 import containers_pb2
+
+        container = self._find(CONTAINER, wanted)
+        wanted_resources = _oci_resources(resources)
+        spec = container.spec()
+        current = spec.setdefault("linux", {}).setdefault("resources", {})
+        for key, value in wanted_resources.items():
+            current[key] = {**(current.get(key) or {}), **value}
+        record = containers_pb2.Container(
+            id=container.id, spec=typeurl.pack_json(typeurl.OCI_SPEC, spec)
+        )
+        self._client.api.containers.Update(
+            containers_pb2.UpdateContainerRequest(
+                container=record, update_mask=field_mask_pb2.FieldMask(paths=["spec"])
+            )
+        )
+        task = self._task(container)
+        if task is not None and task.status() in (Status.RUNNING, Status.PAUSED):
+            task.update(wanted_resources)
+
+    def _usage(self, container: berth.Container) -> Usage | None:
+        import berth
+
+        task = self._task(container)
+        if task is None:
+            return None
+        try:
+            metrics = task.metrics()
+        except (berth.NotFound, berth.FailedPrecondition):
+            return None  # exited: its cgroup is gone
+        return self._cpu.rate(container.id, usage_from_metrics(metrics))
+
+    def _writable_layer(self, container: berth.Container) -> tuple[str, int, int]:
+        import berth
+
+        info = container.info(refresh=False)
+        if not info.snapshot_key:
+            return "", 0, 0
+        try:
+            usage = self._client.snapshot_service(info.snapshotter).usage(info.snapshot_key)
+        except berth.NotFound:
+            return "", 0, 0
+        return self._images.snapshotter_root(), usage.size, usage.inodes
+
+    def container_stats(self, wanted: str) -> ContainerStats:
+        container = self._find(CONTAINER, wanted)
+        return ContainerStats(
+            self._container_state(container),
+            self._usage(container),
+            self._writable_layer(container),
+        )
+
+    def list_container_stats(self, flt: cri.ContainerStatsFilter) -> list[ContainerStats]:
+        selector = cri.ContainerFilter(
+            id=flt.id,
+            pod_sandbox_id=flt.pod_sandbox_id,
+            state=cri.ContainerStateValue(state=cri.CONTAINER_RUNNING),
+            label_selector=flt.label_selector,
+        )
+        found = []
+        for state in self.list_containers(selector):
+            record = self._client.load_container(state.id)
+            found.append(ContainerStats(state, self._usage(record), self._writable_layer(record)))
+        return found
+
+    def sandbox_stats(self, wanted: str) -> PodStats:
+        sandbox = self._find(SANDBOX, wanted)
+        state = self._sandbox_state(sandbox)
+        total = self._usage(sandbox) or Usage(time.time_ns())
+        containers = []
+        for record in self._containers_of(sandbox.id):
+            usage = self._usage(record)
+            if usage is None:
+                continue
+            total = total + usage
+            containers.append(
+                ContainerStats(self._container_state(record), usage, self._writable_layer(record))
+            )
+        network = network_usage(state.pid) if state.ready and state.pid else []
+        return PodStats(state, total, network, containers)
+
+    def list_sandbox_stats(self, flt: cri.PodSandboxStatsFilter) -> list[PodStats]:
+        ready = cri.PodSandboxStateValue(state=cri.SANDBOX_READY)
+        selector = cri.PodSandboxFilter(id=flt.id, state=ready, label_selector=flt.label_selector)
+        return [self.sandbox_stats(s.id) for s in self.list_sandboxes(selector)]
+
     def exec_sync(self, wanted: str, cmd: Sequence[str], timeout: int) -> tuple[bytes, bytes, int]:
         """Run ``cmd`` in the container and return (stdout, stderr, exit code);
         DeadlineExceeded (the process killed) after ``timeout`` seconds if not 0."""
@@ -543,6 +638,52 @@ class Pods:
             with contextlib.suppress(Exception):
                 process.delete(force=True)
         return out.getvalue(), err.getvalue(), status.code
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    state: ContainerState
+    usage: Usage | None  # None when the container does not run
+    writable_layer: tuple[str, int, int]  # mount point, bytes, inodes
+
+
+@dataclass(frozen=True)
+class PodStats:
+    sandbox: SandboxState
+    usage: Usage  # the sandbox's and its containers' together
+    network: list[tuple[str, int, int, int, int]]
+    containers: list[ContainerStats]
+
+
+def _oci_resources(resources: cri.LinuxContainerResources) -> dict[str, Any]:
+    """The OCI ``LinuxResources`` a CRI resources message asks for (unset fields out)."""
+    cpu = {
+        key: value
+        for key, value in (
+            ("shares", resources.cpu_shares),
+            ("quota", resources.cpu_quota),
+            ("period", resources.cpu_period),
+            ("cpus", resources.cpuset_cpus),
+            ("mems", resources.cpuset_mems),
+        )
+        if value
+    }
+    memory = {
+        key: value
+        for key, value in (
+            ("limit", resources.memory_limit_in_bytes),
+            ("swap", resources.memory_swap_limit_in_bytes),
+        )
+        if value
+    }
+    found: dict[str, Any] = {}
+    if cpu:
+        found["cpu"] = cpu
+    if memory:
+        found["memory"] = memory
+    if resources.unified:
+        found["unified"] = dict(resources.unified)
+    return found
 
 
 def _kill_and_reap(task: berth.Task, exited: Any = None) -> None:

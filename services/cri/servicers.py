@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import grpc
 
 from services.cri.images import Credentials, CriImage, CriImages, verbose_info
-from services.cri.pods import ContainerState, Pods, SandboxState
+from services.cri.pods import ContainerState, ContainerStats, Pods, PodStats, SandboxState
+from services.cri.stats import Usage
 from shared.api.cri.runtime.v1 import api_pb2 as cri
 from shared.api.cri.runtime.v1 import api_pb2_grpc
 from shared.errors import Unimplemented
@@ -172,6 +173,88 @@ def container_status_to_proto(state: ContainerState) -> cri.ContainerStatus:
     )
 
 
+def _u64(value: int) -> cri.UInt64Value:
+    return cri.UInt64Value(value=value)
+
+
+def cpu_to_proto(usage: Usage) -> cri.CpuUsage:
+    msg = cri.CpuUsage(timestamp=usage.timestamp, usage_core_nano_seconds=_u64(usage.cpu_ns))
+    if usage.nano_cores is not None:
+        msg.usage_nano_cores.value = usage.nano_cores
+    return msg
+
+
+def memory_to_proto(usage: Usage) -> cri.MemoryUsage:
+    msg = cri.MemoryUsage(
+        timestamp=usage.timestamp,
+        working_set_bytes=_u64(usage.working_set),
+        usage_bytes=_u64(usage.memory_usage),
+        rss_bytes=_u64(usage.rss),
+        page_faults=_u64(usage.page_faults),
+        major_page_faults=_u64(usage.major_page_faults),
+    )
+    if usage.memory_limit:
+        msg.available_bytes.value = max(usage.memory_limit - usage.working_set, 0)
+    return msg
+
+
+def container_stats_to_proto(stats: ContainerStats) -> cri.ContainerStats:
+    state = stats.state
+    mountpoint, used, inodes = stats.writable_layer
+    msg = cri.ContainerStats(
+        attributes=cri.ContainerAttributes(
+            id=state.id,
+            metadata=state.config.metadata,
+            labels=state.config.labels,
+            annotations=state.config.annotations,
+        ),
+        writable_layer=cri.FilesystemUsage(
+            timestamp=time.time_ns(),
+            fs_id=cri.FilesystemIdentifier(mountpoint=mountpoint),
+            used_bytes=_u64(used),
+            inodes_used=_u64(inodes),
+        ),
+    )
+    if stats.usage is not None:
+        msg.cpu.CopyFrom(cpu_to_proto(stats.usage))
+        msg.memory.CopyFrom(memory_to_proto(stats.usage))
+    return msg
+
+
+def pod_stats_to_proto(stats: PodStats) -> cri.PodSandboxStats:
+    sandbox, usage = stats.sandbox, stats.usage
+    interfaces = [
+        cri.NetworkInterfaceUsage(
+            name=name,
+            rx_bytes=_u64(rx),
+            rx_errors=_u64(rx_errors),
+            tx_bytes=_u64(tx),
+            tx_errors=_u64(tx_errors),
+        )
+        for name, rx, rx_errors, tx, tx_errors in stats.network
+    ]
+    network = cri.NetworkUsage(timestamp=usage.timestamp, interfaces=interfaces)
+    default = [i for i in interfaces if i.name == "eth0"] or interfaces[:1]
+    if default:
+        network.default_interface.CopyFrom(default[0])
+    process = cri.ProcessUsage(timestamp=usage.timestamp, process_count=_u64(usage.processes))
+    return cri.PodSandboxStats(
+        attributes=cri.PodSandboxAttributes(
+            id=sandbox.id,
+            metadata=sandbox.config.metadata,
+            labels=sandbox.config.labels,
+            annotations=sandbox.config.annotations,
+        ),
+        linux=cri.LinuxPodSandboxStats(
+            cpu=cpu_to_proto(usage),
+            memory=memory_to_proto(usage),
+            network=network,
+            process=process,
+            containers=[container_stats_to_proto(c) for c in stats.containers],
+        ),
+    )
+
+
 class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     """Version, Status, pod sandboxes and containers; streaming, stats and the rest
     answer UNIMPLEMENTED for now."""
@@ -252,6 +335,36 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     ) -> cri.ContainerStatusResponse:
         state = await _run(self._pods.container_status, request.container_id)
         return cri.ContainerStatusResponse(status=container_status_to_proto(state))
+
+    async def UpdateContainerResources(
+        self, request: cri.UpdateContainerResourcesRequest, context: Context
+    ) -> cri.UpdateContainerResourcesResponse:
+        await _run(self._pods.update_resources, request.container_id, request.linux)
+        return cri.UpdateContainerResourcesResponse()
+
+    async def ContainerStats(
+        self, request: cri.ContainerStatsRequest, context: Context
+    ) -> cri.ContainerStatsResponse:
+        stats = await _run(self._pods.container_stats, request.container_id)
+        return cri.ContainerStatsResponse(stats=container_stats_to_proto(stats))
+
+    async def ListContainerStats(
+        self, request: cri.ListContainerStatsRequest, context: Context
+    ) -> cri.ListContainerStatsResponse:
+        found = await _run(self._pods.list_container_stats, request.filter)
+        return cri.ListContainerStatsResponse(stats=[container_stats_to_proto(s) for s in found])
+
+    async def PodSandboxStats(
+        self, request: cri.PodSandboxStatsRequest, context: Context
+    ) -> cri.PodSandboxStatsResponse:
+        stats = await _run(self._pods.sandbox_stats, request.pod_sandbox_id)
+        return cri.PodSandboxStatsResponse(stats=pod_stats_to_proto(stats))
+
+    async def ListPodSandboxStats(
+        self, request: cri.ListPodSandboxStatsRequest, context: Context
+    ) -> cri.ListPodSandboxStatsResponse:
+        found = await _run(self._pods.list_sandbox_stats, request.filter)
+        return cri.ListPodSandboxStatsResponse(stats=[pod_stats_to_proto(s) for s in found])
 
     async def ExecSync(
         self, request: cri.ExecSyncRequest, context: Context

@@ -266,3 +266,72 @@ def test_host_network_pod_and_bad_input(
         runtime.RemoveContainer(cri.RemoveContainerRequest(container_id="f" * 64))
     finally:
         runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+
+
+def memory_limit_of(pod_suite: Suite, container_id: str) -> int:
+    """The memory limit the kernel holds for the container's cgroup (v1 or v2)."""
+    tasks = pod_suite.ctr("tasks", "ls", namespace="k8s.io").stdout.splitlines()[1:]
+    pid = next(int(line.split()[1]) for line in tasks if line.split()[0] == container_id)
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "memory":
+            return int(Path(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes").read_text())
+        if controllers == "" and Path(f"/sys/fs/cgroup{path}/memory.max").exists():
+            value = Path(f"/sys/fs/cgroup{path}/memory.max").read_text().strip()
+            return -1 if value == "max" else int(value)
+    raise AssertionError(f"no memory cgroup for {pid}")
+
+
+def test_stats_and_resource_updates(
+    pod_suite: Suite, runtime: api_pb2_grpc.RuntimeServiceStub, busybox: str, tmp_path: Path
+) -> None:
+    pod = pod_config("measured", tmp_path / "pods")
+    pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
+    try:
+        config = container_config("worker", busybox, "sh", "-c", "head -c 2000000 /dev/urandom "
+                                  "| md5sum; sleep 600")  # fmt: skip
+        config.linux.resources.memory_limit_in_bytes = 256 << 20
+        request = cri.CreateContainerRequest(
+            pod_sandbox_id=pod_id, config=config, sandbox_config=pod
+        )
+        container_id = runtime.CreateContainer(request, timeout=60).container_id
+        runtime.StartContainer(cri.StartContainerRequest(container_id=container_id), timeout=60)
+        assert memory_limit_of(pod_suite, container_id) == 256 << 20
+
+        first = runtime.ContainerStats(cri.ContainerStatsRequest(container_id=container_id)).stats
+        assert first.attributes.id == container_id and first.attributes.metadata.name == "worker"
+        assert first.cpu.usage_core_nano_seconds.value > 0
+        assert first.memory.working_set_bytes.value > 0
+        assert 0 < first.memory.available_bytes.value <= 256 << 20
+        assert first.writable_layer.fs_id.mountpoint.endswith("/snapshots/overlayfs")
+        second = runtime.ContainerStats(cri.ContainerStatsRequest(container_id=container_id)).stats
+        assert second.cpu.HasField("usage_nano_cores")  # from the two samples
+
+        listed = runtime.ListContainerStats(
+            cri.ListContainerStatsRequest(filter=cri.ContainerStatsFilter(pod_sandbox_id=pod_id))
+        ).stats
+        assert [s.attributes.id for s in listed] == [container_id]
+
+        [pod_stats] = runtime.ListPodSandboxStats(
+            cri.ListPodSandboxStatsRequest(filter=cri.PodSandboxStatsFilter(id=pod_id))
+        ).stats
+        assert pod_stats.attributes.id == pod_id
+        assert [c.attributes.id for c in pod_stats.linux.containers] == [container_id]
+        assert pod_stats.linux.cpu.usage_core_nano_seconds.value >= (
+            first.cpu.usage_core_nano_seconds.value
+        )
+        assert pod_stats.linux.process.process_count.value >= 2  # pause, sh, sleep
+        assert pod_stats.linux.network.default_interface.name == "eth0"
+
+        runtime.UpdateContainerResources(
+            cri.UpdateContainerResourcesRequest(
+                container_id=container_id,
+                linux=cri.LinuxContainerResources(memory_limit_in_bytes=128 << 20),
+            )
+        )
+        assert memory_limit_of(pod_suite, container_id) == 128 << 20
+        with pytest.raises(grpc.RpcError) as err:
+            runtime.ContainerStats(cri.ContainerStatsRequest(container_id="f" * 64))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
