@@ -53,6 +53,7 @@ async def setup(svc: ServiceProcess) -> None:
         # The CRI's own cache under the root: pods are this node's and this suite's.
         cni_cache_dir=str(svc.config.root / "cri" / "cni"),
         fifo_dir=str(svc.config.state / "cri" / "fifo"),
+        root_dir=str(svc.config.root / "cri"),
     )
 
     # Like containerd's CRI plugin, a client of the suite: through the one socket.

@@ -19,7 +19,9 @@ import contextlib
 import io
 import os
 import secrets
+import shutil
 import signal
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +60,7 @@ class Settings:
     cni_plugin_dirs: tuple[str, ...] = cni.DEFAULT_PLUGIN_DIRS
     cni_cache_dir: str = cni.DEFAULT_CACHE_DIR
     fifo_dir: str = ""
+    root_dir: str = "/var/lib/berth/cri"  # per-sandbox files: hostname, hosts, resolv.conf
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,8 @@ class Pods:
         image = self._images.record(image_id)
 
         sandbox_id = _new_id()
+        files = self._sandbox_dir(sandbox_id)
+        _write_sandbox_files(files, config, host_network)
         spec_opts: list[oci.SpecOpt] = [
             oci.with_image_config(image),
             oci.with_rootfs_readonly,
@@ -198,14 +203,18 @@ class Pods:
             KIND_LABEL: SANDBOX,
             CREATED_LABEL: str(time.time_ns()),
         }
-        container = self._client.new_container(
-            sandbox_id,
-            berth.with_container_extension(SANDBOX_CONFIG, config),
-            image=image,
-            snapshot=berth.with_new_snapshot(sandbox_id, image),
-            spec=berth.with_new_spec(*spec_opts),
-            labels=labels,
-        )
+        try:
+            container = self._client.new_container(
+                sandbox_id,
+                berth.with_container_extension(SANDBOX_CONFIG, config),
+                image=image,
+                snapshot=berth.with_new_snapshot(sandbox_id, image),
+                spec=berth.with_new_spec(*spec_opts),
+                labels=labels,
+            )
+        except BaseException:
+            shutil.rmtree(files, ignore_errors=True)
+            raise
         task = None
         try:
             task = container.new_task(cio.null_io())
@@ -224,6 +233,7 @@ class Pods:
                     task.delete(force=True)
             with contextlib.suppress(berth.BerthError):
                 container.delete()
+            shutil.rmtree(files, ignore_errors=True)
             raise
         return sandbox_id
 
@@ -256,6 +266,10 @@ class Pods:
         for container in self._containers_of(sandbox.id):
             self.remove_container(container.id)
         sandbox.delete()
+        shutil.rmtree(self._sandbox_dir(sandbox.id), ignore_errors=True)
+
+    def _sandbox_dir(self, sandbox_id: str) -> Path:
+        return Path(self._settings.root_dir, "sandboxes", sandbox_id)
 
     def _sandbox_state(self, sandbox: berth.Container) -> SandboxState:
         from berth.task import Status
@@ -346,8 +360,13 @@ class Pods:
             spec_opts.append(oci.with_host_namespace("pid"))
         for kind in joined:
             spec_opts.append(oci.with_linux_namespace(kind, f"/proc/{pid}/ns/{_proc_ns(kind)}"))
-        if config.mounts:
-            spec_opts.append(oci.with_mounts([_bind(m) for m in config.mounts]))
+        mounts = [_bind(m) for m in config.mounts]
+        mounts += _sandbox_file_mounts(
+            self._sandbox_dir(sandbox.id),
+            {m.container_path for m in config.mounts},
+            security.readonly_rootfs,
+        )
+        spec_opts.append(oci.with_mounts(mounts))
         if security.privileged:
             spec_opts += [oci.with_privileged, oci.with_all_devices_allowed, oci.with_host_devices]
         if security.capabilities.add_capabilities:
@@ -773,6 +792,68 @@ def _annotations(
     else:
         found.update(pod.annotations)
     return found
+
+
+_HOSTS = """127.0.0.1\tlocalhost
+::1\tlocalhost ip6-localhost ip6-loopback
+fe00::0\tip6-localnet
+ff00::0\tip6-mcastprefix
+ff02::1\tip6-allnodes
+ff02::2\tip6-allrouters
+"""
+SANDBOX_FILES = ("hostname", "hosts", "resolv.conf")
+
+
+def _resolv_conf(dns: cri.DNSConfig) -> str:
+    lines = []
+    if dns.searches:
+        lines.append("search " + " ".join(dns.searches))
+    lines += [f"nameserver {server}" for server in dns.servers]
+    if dns.options:
+        lines.append("options " + " ".join(dns.options))
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _write_sandbox_files(directory: Path, config: cri.PodSandboxConfig, host: bool) -> None:
+    """The pod's /etc/hostname, /etc/hosts and /etc/resolv.conf, as containerd writes
+    them: the node's for a pod on the node's network, else the pod's own (resolv.conf
+    from the DNS config, or the node's when the config has none)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if host:
+        hostname = socket.gethostname()
+        hosts = _read_or(Path("/etc/hosts"), _HOSTS)
+    else:
+        hostname = config.hostname or config.metadata.name
+        hosts = _HOSTS
+    dns = config.dns_config
+    has_dns = bool(dns.servers or dns.searches or dns.options)
+    resolv = _resolv_conf(dns) if has_dns and not host else _read_or(Path("/etc/resolv.conf"), "")
+    for name, text in (("hostname", f"{hostname}\n"), ("hosts", hosts), ("resolv.conf", resolv)):
+        path = directory / name
+        path.write_text(text)
+        path.chmod(0o644)
+
+
+def _read_or(path: Path, default: str) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return default
+
+
+def _sandbox_file_mounts(directory: Path, taken: set[str], readonly: bool) -> list[dict[str, Any]]:
+    """Bind mounts of the pod's files into a container, but where the config mounts
+    something of its own (kubelet mounts its managed /etc/hosts)."""
+    return [
+        {
+            "destination": f"/etc/{name}",
+            "type": "bind",
+            "source": str(directory / name),
+            "options": ["rbind", "rprivate", "ro" if readonly else "rw"],
+        }
+        for name in SANDBOX_FILES
+        if f"/etc/{name}" not in taken and (directory / name).exists()
+    ]
 
 
 def _with_sysctls(sysctls: dict[str, str]) -> Callable[..., None]:

@@ -7,6 +7,7 @@ grace, removal (idempotent, as critest checks), and nothing left behind."""
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import time
 import urllib.request
@@ -104,7 +105,8 @@ def test_a_pod_runs_a_container_kubelet_style(
     status = runtime.Status(cri.StatusRequest(), timeout=10).status
     assert all(c.status for c in status.conditions), status
 
-    pod = pod_config("web", tmp_path / "pods")
+    dns = cri.DNSConfig(servers=["10.96.0.10"], searches=["default.svc"], options=["ndots:5"])
+    pod = pod_config("web", tmp_path / "pods", dns_config=dns)
     pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
     sandbox = runtime.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=pod_id)).status
     assert sandbox.state == cri.SANDBOX_READY
@@ -150,6 +152,18 @@ def test_a_pod_runs_a_container_kubelet_style(
         cri.ExecSyncRequest(container_id=container_id, cmd=["sh", "-c", "echo no >&2; exit 3"])
     )
     assert (failed.exit_code, failed.stdout, failed.stderr) == (3, b"", b"no\n")
+
+    # The pod's own name and DNS, as kubelet asked.
+    def cat(path: str) -> str:
+        reply = runtime.ExecSync(cri.ExecSyncRequest(container_id=container_id, cmd=["cat", path]))
+        return reply.stdout.decode()
+
+    assert cat("/etc/hostname") == "web\n"
+    assert cat("/etc/resolv.conf") == (
+        "search default.svc\nnameserver 10.96.0.10\noptions ndots:5\n"
+    )
+    assert "127.0.0.1\tlocalhost" in cat("/etc/hosts")
+
     started = time.monotonic()
     with pytest.raises(grpc.RpcError) as err:
         runtime.ExecSync(
@@ -200,6 +214,7 @@ def test_a_pod_runs_a_container_kubelet_style(
     assert not runtime.ListPodSandbox(cri.ListPodSandboxRequest()).items
     assert pod_suite.ctr("containers", "ls", "-q", namespace="k8s.io").stdout.split() == []
     assert pod_suite.ctr("tasks", "ls", "-q", namespace="k8s.io").stdout.split() == []
+    assert not (pod_suite.root / "cri" / "sandboxes" / pod_id).exists()
 
 
 def test_removing_a_pod_removes_its_running_containers(
@@ -238,6 +253,21 @@ def test_host_network_pod_and_bad_input(
     try:
         status = runtime.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=pod_id))
         assert status.status.network.ip == ""
+        # On the node's network a pod has the node's name, hosts and resolver.
+        config = container_config("look", busybox, "sleep", "600")
+        request = cri.CreateContainerRequest(
+            pod_sandbox_id=pod_id, config=config, sandbox_config=pod
+        )
+        look = runtime.CreateContainer(request, timeout=60).container_id
+        runtime.StartContainer(cri.StartContainerRequest(container_id=look), timeout=60)
+        for path, expected in (
+            ("/etc/hostname", socket.gethostname() + "\n"),
+            ("/etc/resolv.conf", Path("/etc/resolv.conf").read_text()),
+        ):
+            reply = runtime.ExecSync(cri.ExecSyncRequest(container_id=look, cmd=["cat", path]))
+            assert reply.stdout.decode() == expected, path
+        hostname = runtime.ExecSync(cri.ExecSyncRequest(container_id=look, cmd=["hostname"]))
+        assert hostname.stdout.decode().strip() == socket.gethostname()
         assert status.status.linux.namespaces.options.network == cri.NODE
 
         for request, code in (
