@@ -9,15 +9,19 @@ with Debian's ``/usr/lib/cni`` searched after it).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 from services.cri.images import NAMESPACE, CriImages
 from services.cri.pods import Pods, Settings
 from services.cri.servicers import ImageServicer, RuntimeServicer
-from shared import cni, plugins, topology
+from shared import cni, plugins, topology, typeurl
+from shared.api.containerd.events import task_pb2 as events
 from shared.api.cri.runtime.v1 import api_pb2_grpc
 from shared.errors import BerthError
+from shared.events.bus import EventBus
+from shared.events.envelope import Envelope, subject_for
 from shared.service import ServiceProcess, run
 
 CRI_PLUGIN = "io.containerd.grpc.v1.cri"
@@ -26,6 +30,23 @@ CRI_PLUGIN = "io.containerd.grpc.v1.cri"
 def _table(config: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = config.get(key)
     return value if isinstance(value, Mapping) else {}
+
+
+async def follow_ooms(bus: EventBus, pods: Pods) -> None:
+    """Mark containers the OOM killer struck, from the runtime's events; a durable
+    consumer, so OOMs while this service was down are caught up with."""
+
+    async def on_event(envelope: Envelope) -> None:
+        oom = typeurl.unpack(envelope.event)  # containerd's type URLs, not Any's own
+        if isinstance(oom, events.TaskOOM) and oom.container_id:
+            await asyncio.to_thread(pods.mark_oom, oom.container_id)
+
+    await bus.consume(
+        "berth-cri-oom",
+        on_event,
+        filters=[f'topic=="/tasks/oom",namespace=={NAMESPACE}'],
+        subject=subject_for(NAMESPACE, "/tasks/oom"),
+    )
 
 
 def network_check(conf_dir: str) -> tuple[bool, str]:
@@ -59,7 +80,13 @@ async def setup(svc: ServiceProcess) -> None:
     # Like containerd's CRI plugin, a client of the suite: through the one socket.
     client = berth.Client(svc.config.address, namespace=NAMESPACE)
     svc.on_shutdown(client.close)
+    bus = EventBus(svc.config.nats_url, stream=svc.config.events_stream, name="berth-cri")
+    await bus.connect()
+    svc.on_shutdown(bus.close)
+
     images = CriImages(client, snapshotter)
+    pods = Pods(client, images, pod_settings)
+    svc.spawn(follow_ooms(bus, pods), name="OOM follower")
     svc.add_grpc(
         "runtime.v1.ImageService",
         api_pb2_grpc.add_ImageServiceServicer_to_server,
@@ -70,7 +97,7 @@ async def setup(svc: ServiceProcess) -> None:
         api_pb2_grpc.add_RuntimeServiceServicer_to_server,
         # The RPCs not built yet are filled in at import (servicers.py), unseen by mypy.
         RuntimeServicer(  # type: ignore[abstract]
-            Pods(client, images, pod_settings), lambda: network_check(cni_conf_dir)
+            pods, lambda: network_check(cni_conf_dir)
         ),
     )
     svc.plugins = [

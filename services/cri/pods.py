@@ -45,6 +45,7 @@ IMAGE_ID_LABEL = "io.berth.cri.image-id"
 CREATED_LABEL = "io.berth.cri.created-at"
 STARTED_LABEL = "io.berth.cri.started-at"
 IP_LABEL = "io.berth.cri.ip"
+OOM_LABEL = "io.berth.cri.oom-killed"
 SANDBOX_CONFIG = "io.berth.cri.sandbox.config"
 CONTAINER_CONFIG = "io.berth.cri.container.config"
 LOOPBACK = b'{"cniVersion": "1.0.0", "name": "cni-loopback", "plugins": [{"type": "loopback"}]}'
@@ -489,7 +490,10 @@ class Pods:
             if process.status == Status.STOPPED:
                 state, code = cri.CONTAINER_EXITED, process.exit_status
                 finished = _ns(process.exited_at)
-                reason = "Completed" if code == 0 else "Error"
+                if labels.get(OOM_LABEL):
+                    reason = "OOMKilled"
+                else:
+                    reason = "Completed" if code == 0 else "Error"
             elif process.status in (Status.RUNNING, Status.PAUSED, Status.PAUSING):
                 state = cri.CONTAINER_RUNNING
             elif process.status == Status.UNKNOWN:
@@ -507,6 +511,16 @@ class Pods:
             reason,
             self._log_path(container, config),
         )
+
+    def mark_oom(self, container_id: str) -> None:
+        """Remember that the kernel's OOM killer struck in the container (from the
+        runtime's ``/tasks/oom``), for its status to say ``OOMKilled``."""
+        import berth
+
+        with contextlib.suppress(berth.NotFound):
+            container = self._client.load_container(container_id)
+            if container.labels().get(KIND_LABEL) == CONTAINER:
+                container.set_labels({OOM_LABEL: "true"})
 
     def container_status(self, wanted: str) -> ContainerState:
         return self._container_state(self._find(CONTAINER, wanted))

@@ -365,3 +365,32 @@ def test_stats_and_resource_updates(
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+
+
+def test_an_oom_kill_is_the_containers_reason(
+    runtime: api_pb2_grpc.RuntimeServiceStub, busybox: str, tmp_path: Path
+) -> None:
+    pod = pod_config("hungry", tmp_path / "pods")
+    pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
+    try:
+        ids = {}
+        for name, size in (("fits", "1m"), ("hog", "200m")):
+            script = f"x=$(head -c {size} /dev/zero | tr '\\0' a); echo survived"
+            config = container_config(name, busybox, "sh", "-c", script)
+            config.linux.resources.memory_limit_in_bytes = 32 << 20
+            request = cri.CreateContainerRequest(
+                pod_sandbox_id=pod_id, config=config, sandbox_config=pod
+            )
+            ids[name] = runtime.CreateContainer(request, timeout=60).container_id
+            runtime.StartContainer(cri.StartContainerRequest(container_id=ids[name]), timeout=60)
+
+        def status(name: str) -> cri.ContainerStatus:
+            request = cri.ContainerStatusRequest(container_id=ids[name])
+            return runtime.ContainerStatus(request).status
+
+        wait_until(lambda: status("hog").reason == "OOMKilled", 30, what="hog to be OOMKilled")
+        assert status("hog").exit_code == 137
+        wait_until(lambda: status("fits").state == cri.CONTAINER_EXITED, 30, what="fits to end")
+        assert (status("fits").exit_code, status("fits").reason) == (0, "Completed")
+    finally:
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
