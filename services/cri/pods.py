@@ -512,6 +512,20 @@ class Pods:
             self._log_path(container, config),
         )
 
+    def reopen_log(self, wanted: str) -> None:
+        """After kubelet renamed the log file: a new one at the path. The shim writes
+        there from its next record on (it checks the path before each)."""
+        from berth.task import Status
+
+        container = self._find(CONTAINER, wanted)
+        task = self._task(container)
+        if task is None or task.status() != Status.RUNNING:
+            raise FailedPrecondition(f"container {container.id} is not running")
+        config = self._extension(container, CONTAINER_CONFIG, cri.ContainerConfig())
+        path = self._log_path(container, config)
+        if path:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+
     def mark_oom(self, container_id: str) -> None:
         """Remember that the kernel's OOM killer struck in the container (from the
         runtime's ``/tasks/oom``), for its status to say ``OOMKilled``."""

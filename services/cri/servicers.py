@@ -366,6 +366,12 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         found = await _run(self._pods.list_sandbox_stats, request.filter)
         return cri.ListPodSandboxStatsResponse(stats=[pod_stats_to_proto(s) for s in found])
 
+    async def ReopenContainerLog(
+        self, request: cri.ReopenContainerLogRequest, context: Context
+    ) -> cri.ReopenContainerLogResponse:
+        await _run(self._pods.reopen_log, request.container_id)
+        return cri.ReopenContainerLogResponse()
+
     async def ExecSync(
         self, request: cri.ExecSyncRequest, context: Context
     ) -> cri.ExecSyncResponse:

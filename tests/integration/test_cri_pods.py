@@ -394,3 +394,38 @@ def test_an_oom_kill_is_the_containers_reason(
         assert (status("fits").exit_code, status("fits").reason) == (0, "Completed")
     finally:
         runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+
+
+def test_log_rotation_by_rename_and_reopen(
+    runtime: api_pb2_grpc.RuntimeServiceStub, busybox: str, tmp_path: Path
+) -> None:
+    pod = pod_config("chatty", tmp_path / "pods")
+    pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
+    try:
+        script = "i=0; while :; do i=$((i+1)); echo line $i; sleep 0.1; done"
+        config = container_config("talker", busybox, "sh", "-c", script)
+        request = cri.CreateContainerRequest(
+            pod_sandbox_id=pod_id, config=config, sandbox_config=pod
+        )
+        container_id = runtime.CreateContainer(request, timeout=60).container_id
+        with pytest.raises(grpc.RpcError) as err:  # nothing to reopen before it runs
+            runtime.ReopenContainerLog(cri.ReopenContainerLogRequest(container_id=container_id))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        runtime.StartContainer(cri.StartContainerRequest(container_id=container_id), timeout=60)
+        log = tmp_path / "pods" / "talker" / "0.log"
+        wait_until(lambda: len(log_lines(log)) >= 3, 30, what="the first lines")
+
+        # kubelet's rotation: rename, then ask for the path to be reopened.
+        rotated = log.with_name("0.log.20261130-091500")
+        log.rename(rotated)
+        runtime.ReopenContainerLog(cri.ReopenContainerLogRequest(container_id=container_id))
+        assert log.exists()
+        wait_until(lambda: len(log_lines(log)) >= 3, 30, what="lines in the new file")
+        before = [int(text.split()[1]) for _, text in log_lines(rotated)]
+        after = [int(text.split()[1]) for _, text in log_lines(log)]
+        assert before == list(range(1, len(before) + 1))
+        assert after[0] > before[-1] and after == list(range(after[0], after[0] + len(after)))
+        # At most a record or so lands in the old file after the rename, none lost.
+        assert after[0] - before[-1] == 1
+    finally:
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)

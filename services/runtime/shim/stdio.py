@@ -102,11 +102,12 @@ def copy_cri(
     src: int,
     dst: int,
     stream: bytes,
-    lock: threading.Lock,
+    log: CriLog,
     close_dst: bool,
     done: threading.Event | None = None,
 ) -> None:
-    """Copy ``src`` into ``dst`` as CRI log records of ``stream`` (b"stdout"/b"stderr")."""
+    """Copy ``src`` into the CRI log as records of ``stream`` (b"stdout"/b"stderr");
+    ``dst`` is this stream's own descriptor of the file, reopened when it is rotated."""
     pending = b""
     try:
         while True:
@@ -122,15 +123,15 @@ def copy_cri(
             while True:
                 end = pending.find(b"\n", 0, CRI_LOG_LINE + 1)
                 if end >= 0:
-                    _cri_record(dst, stream, b"F", pending[:end], lock)
+                    dst = log.write(dst, stream, b"F", pending[:end])
                     pending = pending[end + 1 :]
                 elif len(pending) >= CRI_LOG_LINE:
-                    _cri_record(dst, stream, b"P", pending[:CRI_LOG_LINE], lock)
+                    dst = log.write(dst, stream, b"P", pending[:CRI_LOG_LINE])
                     pending = pending[CRI_LOG_LINE:]
                 else:
                     break
         if pending:  # the last line, unterminated: whole as far as anyone will know
-            _cri_record(dst, stream, b"F", pending, lock)
+            dst = log.write(dst, stream, b"F", pending)
     finally:
         os.close(src)
         if close_dst:
@@ -139,18 +140,47 @@ def copy_cri(
             done.set()
 
 
-def _cri_record(dst: int, stream: bytes, tag: bytes, line: bytes, lock: threading.Lock) -> None:
-    now = time.time_ns()
-    seconds, nanos = divmod(now, 1_000_000_000)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode()
-    record = b"%s.%09dZ %s %s %s\n" % (stamp, nanos, stream, tag, line)
-    with lock:
-        view = memoryview(record)
-        while view:
-            try:
-                view = view[os.write(dst, view) :]
-            except OSError:
-                return  # a full disk drops output; the process must never block on it
+class CriLog:
+    """A process's CRI log file: records from its streams, one at a time.
+
+    kubelet rotates the file by renaming it and asking the runtime to reopen the
+    path; a writer notices that the path is no longer its file (another inode, or
+    none) before each record and opens the path afresh.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+
+    def write(self, fd: int, stream: bytes, tag: bytes, line: bytes) -> int:
+        """Append one record through ``fd``; returns the descriptor to use from now on."""
+        seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode()
+        record = b"%s.%09dZ %s %s %s\n" % (stamp, nanos, stream, tag, line)
+        with self.lock:
+            fd = self._current(fd)
+            view = memoryview(record)
+            while view:
+                try:
+                    view = view[os.write(fd, view) :]
+                except OSError:
+                    break  # a full disk drops output; the process must never block on it
+        return fd
+
+    def _current(self, fd: int) -> int:
+        try:
+            on_disk = os.stat(self.path)
+        except OSError:
+            on_disk = None
+        mine = os.fstat(fd)
+        if on_disk is not None and (on_disk.st_ino, on_disk.st_dev) == (mine.st_ino, mine.st_dev):
+            return fd
+        try:
+            fresh = open_log_file(self.path)
+        except OSError:
+            return fd  # keep writing where we can
+        os.close(fd)
+        return fresh
 
 
 def _read_write(src: int, dst: int) -> None:
@@ -208,7 +238,7 @@ class Process:
         self.pty: int | None = None
         self.pty_out: int | None = None  # where a terminal's output goes, until attached
         self.logger = 0  # the pid of a binary:// logging process
-        self.cri_log: threading.Lock | None = None  # set for file://...?format=cri
+        self.cri_log: CriLog | None = None  # set for file://...?format=cri
         self.outputs_done: list[threading.Event] = []
         self.exited = threading.Event()
 
@@ -239,7 +269,7 @@ class Process:
             if options.get("format", "") not in ("", "cri"):
                 raise ShimError("InvalidArgument", f"unknown log format in {self.stdout_path}")
             if options.get("format") == "cri":
-                self.cri_log = threading.Lock()
+                self.cri_log = CriLog(path)
             return open_log_file(path), open_log_file(path), False
         if scheme == "binary":
             out_w, err_w = self._start_logger(reaper, path, args, owner)
