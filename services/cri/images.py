@@ -242,6 +242,14 @@ class CriImages:
             self._client.delete_image(name)
             self._client.create_image(name, image.target, {MANAGED_LABEL: MANAGED})
 
+    def pin(self, image_id_: str) -> None:
+        """Mark every name of the image pinned (``io.cri-containerd.pinned=pinned``):
+        kubelet's image garbage collection leaves pinned images alone, as containerd's
+        CRI pins its sandbox image."""
+        for record in self._group(self._records()).get(image_id_, []):
+            if record.labels.get(PINNED_LABEL) != PINNED:
+                record.set_labels({PINNED_LABEL: PINNED})
+
     def remove(self, ref_or_id: str) -> None:
         """Remove every name of the image ``ref_or_id`` names; absent is fine (kubelet
         retries removals)."""

@@ -178,6 +178,7 @@ class Pods:
         image_id = self._images.resolve(self._settings.sandbox_image)
         if image_id is None:
             image_id = self._images.pull(self._settings.sandbox_image)
+        self._images.pin(image_id)
         image = self._images.record(image_id)
 
         sandbox_id = _new_id()

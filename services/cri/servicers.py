@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -34,6 +34,14 @@ STREAM_BATCH = 100
 
 async def _run(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(fn, *args)
+
+
+def _batches(items: list[T]) -> Iterator[list[T]]:
+    """A listing in messages of at most STREAM_BATCH entries (at least one message)."""
+    if not items:
+        yield []
+    for start in range(0, len(items), STREAM_BATCH):
+        yield items[start : start + STREAM_BATCH]
 
 
 def image_to_proto(image: CriImage) -> cri.Image:
@@ -73,8 +81,7 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):
         self, request: cri.StreamImagesRequest, context: Context
     ) -> AsyncIterator[cri.StreamImagesResponse]:
         found = await _run(self._images.list, request.filter.image.image)
-        for start in range(0, len(found), STREAM_BATCH):
-            batch = found[start : start + STREAM_BATCH]
+        for batch in _batches(found):
             yield cri.StreamImagesResponse(images=[image_to_proto(i) for i in batch])
 
     async def ImageStatus(
@@ -371,6 +378,51 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     ) -> cri.ReopenContainerLogResponse:
         await _run(self._pods.reopen_log, request.container_id)
         return cri.ReopenContainerLogResponse()
+
+    async def StreamPodSandboxes(
+        self, request: cri.StreamPodSandboxesRequest, context: Context
+    ) -> AsyncIterator[cri.StreamPodSandboxesResponse]:
+        found = await _run(self._pods.list_sandboxes, request.filter)
+        for batch in _batches(found):
+            yield cri.StreamPodSandboxesResponse(pod_sandboxes=[sandbox_to_proto(s) for s in batch])
+
+    async def StreamContainers(
+        self, request: cri.StreamContainersRequest, context: Context
+    ) -> AsyncIterator[cri.StreamContainersResponse]:
+        found = await _run(self._pods.list_containers, request.filter)
+        for batch in _batches(found):
+            yield cri.StreamContainersResponse(containers=[container_to_proto(c) for c in batch])
+
+    async def StreamContainerStats(
+        self, request: cri.StreamContainerStatsRequest, context: Context
+    ) -> AsyncIterator[cri.StreamContainerStatsResponse]:
+        found = await _run(self._pods.list_container_stats, request.filter)
+        for batch in _batches(found):
+            stats = [container_stats_to_proto(c) for c in batch]
+            yield cri.StreamContainerStatsResponse(container_stats=stats)
+
+    async def StreamPodSandboxStats(
+        self, request: cri.StreamPodSandboxStatsRequest, context: Context
+    ) -> AsyncIterator[cri.StreamPodSandboxStatsResponse]:
+        found = await _run(self._pods.list_sandbox_stats, request.filter)
+        for batch in _batches(found):
+            stats = [pod_stats_to_proto(p) for p in batch]
+            yield cri.StreamPodSandboxStatsResponse(pod_sandbox_stats=stats)
+
+    async def UpdateRuntimeConfig(
+        self, request: cri.UpdateRuntimeConfigRequest, context: Context
+    ) -> cri.UpdateRuntimeConfigResponse:
+        # containerd uses the pod CIDR only to fill a CNI configuration template;
+        # without one (as here) it takes the call and does nothing, and so does berth.
+        return cri.UpdateRuntimeConfigResponse()
+
+    async def RuntimeConfig(
+        self, request: cri.RuntimeConfigRequest, context: Context
+    ) -> cri.RuntimeConfigResponse:
+        # Pods' cgroups are paths under cgroupfs (<cgroup_parent>/<id>), not systemd units.
+        return cri.RuntimeConfigResponse(
+            linux=cri.LinuxRuntimeConfiguration(cgroup_driver=cri.CGROUPFS)
+        )
 
     async def ExecSync(
         self, request: cri.ExecSyncRequest, context: Context

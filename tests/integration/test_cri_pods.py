@@ -114,6 +114,14 @@ def test_a_pod_runs_a_container_kubelet_style(
     assert sandbox.network.ip.startswith(f"{network.subnet_prefix}.")
     assert network.allocated() == [sandbox.network.ip]
     assert pod_id in pod_suite.ctr("containers", "ls", "-q", namespace="k8s.io").stdout
+    with grpc.insecure_channel(grpc_target(pod_suite.address)) as ch:
+        pause = api_pb2_grpc.ImageServiceStub(ch).ImageStatus(
+            cri.ImageStatusRequest(image=cri.ImageSpec(image="registry.k8s.io/pause:3.8"))
+        )
+    assert pause.image.pinned  # kubelet's image GC must leave the sandbox image alone
+    streamed = [s.id for r in runtime.StreamPodSandboxes(cri.StreamPodSandboxesRequest())
+                for s in r.pod_sandboxes]  # fmt: skip
+    assert streamed == [pod_id]
 
     config = container_config(
         "server", busybox, "sh", "-c", "echo started; hostname; echo oops >&2; "
@@ -183,6 +191,12 @@ def test_a_pod_runs_a_container_kubelet_style(
         )
     ).containers
     assert [c.id for c in by_label] == [container_id]
+    streamed_containers = [
+        c.id
+        for reply in runtime.StreamContainers(cri.StreamContainersRequest())
+        for c in reply.containers
+    ]
+    assert streamed_containers == [container_id]
     exited_filter = cri.ContainerFilter(state=cri.ContainerStateValue(state=cri.CONTAINER_EXITED))
     assert not runtime.ListContainers(cri.ListContainersRequest(filter=exited_filter)).containers
     sandboxes = runtime.ListPodSandbox(
@@ -212,6 +226,15 @@ def test_a_pod_runs_a_container_kubelet_style(
     runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
     runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
     assert not runtime.ListPodSandbox(cri.ListPodSandboxRequest()).items
+    config_reply = runtime.RuntimeConfig(cri.RuntimeConfigRequest())
+    assert config_reply.linux.cgroup_driver == cri.CGROUPFS
+    runtime.UpdateRuntimeConfig(
+        cri.UpdateRuntimeConfigRequest(
+            runtime_config=cri.RuntimeConfig(
+                network_config=cri.NetworkConfig(pod_cidr="10.1.0.0/16")
+            )
+        )
+    )
     assert pod_suite.ctr("containers", "ls", "-q", namespace="k8s.io").stdout.split() == []
     assert pod_suite.ctr("tasks", "ls", "-q", namespace="k8s.io").stdout.split() == []
     assert not (pod_suite.root / "cri" / "sandboxes" / pod_id).exists()
@@ -337,6 +360,12 @@ def test_stats_and_resource_updates(
         second = runtime.ContainerStats(cri.ContainerStatsRequest(container_id=container_id)).stats
         assert second.cpu.HasField("usage_nano_cores")  # from the two samples
 
+        streamed = [
+            s.attributes.id
+            for reply in runtime.StreamContainerStats(cri.StreamContainerStatsRequest())
+            for s in reply.container_stats
+        ]
+        assert streamed == [container_id]
         listed = runtime.ListContainerStats(
             cri.ListContainerStatsRequest(filter=cri.ContainerStatsFilter(pod_sandbox_id=pod_id))
         ).stats
