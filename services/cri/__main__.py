@@ -75,6 +75,7 @@ async def setup(svc: ServiceProcess) -> None:
         cni_cache_dir=str(svc.config.root / "cri" / "cni"),
         fifo_dir=str(svc.config.state / "cri" / "fifo"),
         root_dir=str(svc.config.root / "cri"),
+        state_dir=str(svc.config.state / "cri"),
     )
 
     # Like containerd's CRI plugin, a client of the suite: through the one socket.

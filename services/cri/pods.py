@@ -62,6 +62,7 @@ class Settings:
     cni_cache_dir: str = cni.DEFAULT_CACHE_DIR
     fifo_dir: str = ""
     root_dir: str = "/var/lib/berth/cri"  # per-sandbox files: hostname, hosts, resolv.conf
+    state_dir: str = "/run/berth/cri"  # per-sandbox /dev/shm mounts
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,13 @@ class Pods:
         sandbox_id = _new_id()
         files = self._sandbox_dir(sandbox_id)
         _write_sandbox_files(files, config, host_network)
+        shm = self._shm_dir(sandbox_id)
+        if options.ipc != cri.NODE:
+            try:
+                _mount_shm(shm)
+            except BaseException:
+                shutil.rmtree(files, ignore_errors=True)
+                raise
         spec_opts: list[oci.SpecOpt] = [
             oci.with_image_config(image),
             oci.with_rootfs_readonly,
@@ -198,6 +206,7 @@ class Pods:
             spec_opts.append(oci.with_host_namespace("pid"))
         if options.ipc == cri.NODE:
             spec_opts.append(oci.with_host_namespace("ipc"))
+        spec_opts += _shm_mount(shm if options.ipc != cri.NODE else Path("/dev/shm"))
         if config.linux.sysctls:
             spec_opts.append(_with_sysctls(dict(config.linux.sysctls)))
         labels = {
@@ -215,7 +224,7 @@ class Pods:
                 labels=labels,
             )
         except BaseException:
-            shutil.rmtree(files, ignore_errors=True)
+            self._release_files(sandbox_id)
             raise
         task = None
         try:
@@ -235,7 +244,7 @@ class Pods:
                     task.delete(force=True)
             with contextlib.suppress(berth.BerthError):
                 container.delete()
-            shutil.rmtree(files, ignore_errors=True)
+            self._release_files(sandbox_id)
             raise
         return sandbox_id
 
@@ -257,6 +266,7 @@ class Pods:
         if task is not None:
             _kill_and_reap(task)
             task.delete(force=True)
+        _unmount_shm(self._shm_dir(sandbox.id))  # nothing of the pod runs to use it
 
     def remove_sandbox(self, wanted: str) -> None:
         """Remove the pod: its containers, the sandbox, its snapshot; absent is fine."""
@@ -268,10 +278,20 @@ class Pods:
         for container in self._containers_of(sandbox.id):
             self.remove_container(container.id)
         sandbox.delete()
-        shutil.rmtree(self._sandbox_dir(sandbox.id), ignore_errors=True)
+        self._release_files(sandbox.id)
 
     def _sandbox_dir(self, sandbox_id: str) -> Path:
         return Path(self._settings.root_dir, "sandboxes", sandbox_id)
+
+    def _shm_dir(self, sandbox_id: str) -> Path:
+        return Path(self._settings.state_dir, "sandboxes", sandbox_id, "shm")
+
+    def _release_files(self, sandbox_id: str) -> None:
+        """The pod's files and /dev/shm, gone."""
+        shm = self._shm_dir(sandbox_id)
+        _unmount_shm(shm)
+        shutil.rmtree(shm.parent, ignore_errors=True)
+        shutil.rmtree(self._sandbox_dir(sandbox_id), ignore_errors=True)
 
     def _sandbox_state(self, sandbox: berth.Container) -> SandboxState:
         from berth.task import Status
@@ -362,6 +382,10 @@ class Pods:
             spec_opts.append(oci.with_host_namespace("pid"))
         for kind in joined:
             spec_opts.append(oci.with_linux_namespace(kind, f"/proc/{pid}/ns/{_proc_ns(kind)}"))
+        taken = {m.container_path for m in config.mounts}
+        if "/dev/shm" not in taken:
+            host_ipc = pod.linux.security_context.namespace_options.ipc == cri.NODE
+            spec_opts += _shm_mount(Path("/dev/shm") if host_ipc else self._shm_dir(sandbox.id))
         mounts = [_bind(m) for m in config.mounts]
         mounts += _sandbox_file_mounts(
             self._sandbox_dir(sandbox.id),
@@ -883,6 +907,38 @@ def _sandbox_file_mounts(directory: Path, taken: set[str], readonly: bool) -> li
         for name in SANDBOX_FILES
         if f"/etc/{name}" not in taken and (directory / name).exists()
     ]
+
+
+SHM_OPTIONS = ("nosuid", "nodev", "noexec", "mode=1777", "size=65536k")  # containerd's
+
+
+def _mount_shm(path: Path) -> None:
+    """The pod's /dev/shm: one tmpfs its containers share, as they share IPC."""
+    from shared import mount
+    from shared.snapshots import Mount
+
+    path.mkdir(parents=True, exist_ok=True)
+    mount.mount(Mount("tmpfs", "shm", options=SHM_OPTIONS), str(path))
+
+
+def _unmount_shm(path: Path) -> None:
+    from shared import mount
+
+    if path.exists() and mount.is_mountpoint(str(path)):
+        mount.unmount_all(str(path))
+
+
+def _shm_mount(source: Path) -> list[Callable[..., None]]:
+    """Spec options putting ``source`` at /dev/shm in place of the default tmpfs."""
+    from berth import oci
+
+    shm = {
+        "destination": "/dev/shm",
+        "type": "bind",
+        "source": str(source),
+        "options": ["rbind", "rprivate", "rw", "nosuid", "nodev", "noexec"],
+    }
+    return [oci.without_mounts("/dev/shm"), oci.with_mounts([shm])]
 
 
 def _with_sysctls(sysctls: dict[str, str]) -> Callable[..., None]:

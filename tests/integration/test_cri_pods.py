@@ -257,7 +257,16 @@ def test_removing_a_pod_removes_its_running_containers(
         )
         ids.append(runtime.CreateContainer(request, timeout=60).container_id)
         runtime.StartContainer(cri.StartContainerRequest(container_id=ids[-1]), timeout=60)
+    # One /dev/shm for the pod, as it shares one IPC namespace.
+    write = ["sh", "-c", "echo shared > /dev/shm/note"]
+    assert runtime.ExecSync(cri.ExecSyncRequest(container_id=ids[0], cmd=write)).exit_code == 0
+    read = runtime.ExecSync(cri.ExecSyncRequest(container_id=ids[1], cmd=["cat", "/dev/shm/note"]))
+    assert read.stdout == b"shared\n"
+    shm = pod_suite.state / "cri" / "sandboxes" / pod_id / "shm"
+    assert (shm / "note").read_text() == "shared\n"
     runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+    assert not shm.parent.exists()
+    assert str(shm) not in Path("/proc/self/mountinfo").read_text()
     assert not runtime.ListContainers(cri.ListContainersRequest()).containers
     assert pod_suite.ctr("containers", "ls", "-q", namespace="k8s.io").stdout.split() == []
     assert network.allocated() == []
