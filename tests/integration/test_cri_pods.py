@@ -6,7 +6,9 @@ grace, removal (idempotent, as critest checks), and nothing left behind."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -465,5 +467,50 @@ def test_log_rotation_by_rename_and_reopen(
         assert after[0] > before[-1] and after == list(range(after[0], after[0] + len(after)))
         # At most a record or so lands in the old file after the rename, none lost.
         assert after[0] - before[-1] == 1
+    finally:
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+
+
+def test_the_cri_service_can_die_while_pods_run(
+    pod_suite: Suite, runtime: api_pb2_grpc.RuntimeServiceStub, busybox: str, tmp_path: Path
+) -> None:
+    pod = pod_config("steady", tmp_path / "pods")
+    pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
+    try:
+        script = "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done"
+        config = container_config("ticker", busybox, "sh", "-c", script)
+        request = cri.CreateContainerRequest(
+            pod_sandbox_id=pod_id, config=config, sandbox_config=pod
+        )
+        container_id = runtime.CreateContainer(request, timeout=60).container_id
+        runtime.StartContainer(cri.StartContainerRequest(container_id=container_id), timeout=60)
+        log = tmp_path / "pods" / "ticker" / "0.log"
+        wait_until(lambda: len(log_lines(log)) >= 2, 30, what="ticks")
+
+        before = pod_suite.processes()["cri"]
+        os.kill(before, signal.SIGKILL)
+        with pytest.raises(grpc.RpcError) as err:
+            runtime.Version(cri.VersionRequest(), timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        ticks = len(log_lines(log))
+        # The pod goes on meanwhile: its logs are the shim's, not the CRI's.
+        wait_until(lambda: len(log_lines(log)) > ticks + 5, 30, what="ticks while CRI is down")
+
+        def answers() -> bool:
+            try:
+                runtime.Version(cri.VersionRequest(), timeout=5)
+            except grpc.RpcError:
+                return False
+            return True
+
+        wait_until(answers, 30, what="the CRI service to be back")
+        assert pod_suite.processes()["cri"] != before
+        # Everything is found again: it was all in the suite, nothing in the CRI process.
+        sandbox = runtime.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=pod_id))
+        assert sandbox.status.state == cri.SANDBOX_READY and sandbox.status.network.ip
+        status = runtime.ContainerStatus(cri.ContainerStatusRequest(container_id=container_id))
+        assert status.status.state == cri.CONTAINER_RUNNING
+        echo = runtime.ExecSync(cri.ExecSyncRequest(container_id=container_id, cmd=["echo", "hi"]))
+        assert echo.stdout == b"hi\n"
     finally:
         runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
