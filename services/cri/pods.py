@@ -36,6 +36,7 @@ from shared.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument,
 
 if TYPE_CHECKING:
     import berth
+    from berth.task import TaskInfo
 
 KIND_LABEL = "io.cri-containerd.kind"
 SANDBOX = "sandbox"
@@ -103,6 +104,28 @@ def _ns(dt: Any) -> int:
     return int(dt.timestamp() * 1e9) if dt is not None else 0
 
 
+class _View:
+    """What one call reads of the suite, each part read at most once: every task of
+    the namespace (one ``Tasks.List``) and every sandbox record (one ``List``). kubelet
+    lists pods and containers every second; a listing costs two calls, not several
+    per container."""
+
+    def __init__(self, pods: Pods) -> None:
+        self._pods = pods
+        self._tasks: dict[str, TaskInfo] | None = None
+        self._sandboxes: dict[str, berth.Container] | None = None
+
+    def task(self, container_id: str) -> TaskInfo | None:
+        if self._tasks is None:
+            self._tasks = {t.container_id: t for t in self._pods.client.tasks()}
+        return self._tasks.get(container_id)
+
+    def sandbox(self, sandbox_id: str) -> berth.Container | None:
+        if self._sandboxes is None:
+            self._sandboxes = {c.id: c for c in self._pods.records(SANDBOX)}
+        return self._sandboxes.get(sandbox_id)
+
+
 class Pods:
     """RuntimeService's pod and container logic over a berth client in ``k8s.io``."""
 
@@ -128,7 +151,11 @@ class Pods:
             self._settings.cni_cache_dir,
         )
 
-    def _records(self, kind: str) -> list[berth.Container]:
+    @property
+    def client(self) -> berth.Client:
+        return self._client
+
+    def records(self, kind: str) -> list[berth.Container]:
         return self._client.containers(f'labels."{KIND_LABEL}"=={kind}')
 
     def _find(self, kind: str, wanted: str) -> berth.Container:
@@ -142,7 +169,7 @@ class Pods:
             record = self._client.load_container(wanted)
             if record.labels().get(KIND_LABEL) == kind:
                 return record
-        found = [c for c in self._records(kind) if c.id.startswith(wanted)]
+        found = [c for c in self.records(kind) if c.id.startswith(wanted)]
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
@@ -293,13 +320,14 @@ class Pods:
         shutil.rmtree(shm.parent, ignore_errors=True)
         shutil.rmtree(self._sandbox_dir(sandbox_id), ignore_errors=True)
 
-    def _sandbox_state(self, sandbox: berth.Container) -> SandboxState:
+    def _sandbox_state(self, sandbox: berth.Container, view: _View | None = None) -> SandboxState:
         from berth.task import Status
 
+        view = view or _View(self)
         config = self._extension(sandbox, SANDBOX_CONFIG, cri.PodSandboxConfig())
         labels = sandbox.info(refresh=False).labels
-        task = self._task(sandbox)
-        ready = task is not None and task.status() in (Status.RUNNING, Status.PAUSED)
+        task = view.task(sandbox.id)
+        ready = task is not None and task.status in (Status.RUNNING, Status.PAUSED)
         return SandboxState(
             sandbox.id,
             config,
@@ -315,10 +343,11 @@ class Pods:
 
     def list_sandboxes(self, flt: cri.PodSandboxFilter) -> list[SandboxState]:
         found = []
-        for record in self._records(SANDBOX):
+        view = _View(self)
+        for record in self.records(SANDBOX):
             if flt.id and not record.id.startswith(flt.id):
                 continue
-            state = self._sandbox_state(record)
+            state = self._sandbox_state(record, view)
             if flt.HasField("state") and (flt.state.state == cri.SANDBOX_READY) != state.ready:
                 continue
             if not _match_labels(state.labels, flt.label_selector):
@@ -436,11 +465,12 @@ class Pods:
         )
         return container_id
 
-    def _log_path(self, container: berth.Container, config: cri.ContainerConfig) -> str:
+    def _log_path(
+        self, container: berth.Container, config: cri.ContainerConfig, view: _View | None = None
+    ) -> str:
         sandbox_id = container.info(refresh=False).labels.get(SANDBOX_ID_LABEL, "")
-        try:
-            sandbox = self._find(SANDBOX, sandbox_id)
-        except NotFound:
+        sandbox = (view or _View(self)).sandbox(sandbox_id)
+        if sandbox is None:
             return ""
         pod = self._extension(sandbox, SANDBOX_CONFIG, cri.PodSandboxConfig())
         if not pod.log_directory or not config.log_path:
@@ -501,17 +531,19 @@ class Pods:
             task.delete(force=True)
         container.delete()
 
-    def _container_state(self, container: berth.Container) -> ContainerState:
+    def _container_state(
+        self, container: berth.Container, view: _View | None = None
+    ) -> ContainerState:
         from berth.task import Status
 
+        view = view or _View(self)
         info = container.info(refresh=False)
         labels = info.labels
         config = self._extension(container, CONTAINER_CONFIG, cri.ContainerConfig())
         image_id = labels.get(IMAGE_ID_LABEL, "")
         state, finished, code, reason = cri.CONTAINER_CREATED, 0, 0, ""
-        task = self._task(container)
-        if task is not None:
-            process = task.state()
+        process = view.task(container.id)
+        if process is not None:
             if process.status == Status.STOPPED:
                 state, code = cri.CONTAINER_EXITED, process.exit_status
                 finished = _ns(process.exited_at)
@@ -534,7 +566,7 @@ class Pods:
             finished,
             code,
             reason,
-            self._log_path(container, config),
+            self._log_path(container, config, view),
         )
 
     def reopen_log(self, wanted: str) -> None:
@@ -566,7 +598,8 @@ class Pods:
 
     def list_containers(self, flt: cri.ContainerFilter) -> list[ContainerState]:
         found = []
-        for record in self._records(CONTAINER):
+        view = _View(self)
+        for record in self.records(CONTAINER):
             if flt.id and not record.id.startswith(flt.id):
                 continue
             labels = record.info(refresh=False).labels
@@ -574,7 +607,7 @@ class Pods:
                 flt.pod_sandbox_id
             ):
                 continue
-            state = self._container_state(record)
+            state = self._container_state(record, view)
             if flt.HasField("state") and flt.state.state != state.state:
                 continue
             if not _match_labels(dict(state.config.labels), flt.label_selector):
