@@ -33,6 +33,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from berth._seccomp import default_profile as default_seccomp_profile
+from berth._seccomp import with_default_seccomp
 from berth._spec import (
     DEFAULT_CAPABILITIES,
     DEFAULT_PATH,
@@ -295,6 +297,7 @@ __all__ = [
     "bind_mount",
     "compose",
     "default_mounts",
+    "default_seccomp_profile",
     "default_spec",
     "generate_spec",
     "merge_env",
@@ -310,6 +313,7 @@ __all__ = [
     "with_cpu_shares",
     "with_cpus",
     "with_default_path_env",
+    "with_default_seccomp",
     "with_default_spec",
     "with_default_unix_devices",
     "with_dev_shm_size",

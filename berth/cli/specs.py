@@ -8,6 +8,7 @@ Unix devices, the image's config, its config labels and stop signal, a new snaps
 from __future__ import annotations
 
 import functools
+import json
 import re
 import socket
 from collections.abc import Callable, Sequence
@@ -110,6 +111,10 @@ def container_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--pids-limit", type=int, default=0, help="Most processes at once."),
         click.option("--cap-add", multiple=True, help="Add a capability (CAP_NET_ADMIN)."),
         click.option("--cap-drop", multiple=True, help="Drop a capability."),
+        click.option("--seccomp", is_flag=True,
+                     help="Filter system calls with the default seccomp profile."),
+        click.option("--seccomp-profile", default="", type=click.Path(dir_okay=False),
+                     help="Filter system calls with this seccomp profile (OCI JSON)."),
     ]  # fmt: skip
     return functools.reduce(lambda g, option: option(g), reversed(options), f)
 
@@ -172,7 +177,26 @@ def _spec_options(flags: dict[str, Any], args: Sequence[str]) -> list[oci.SpecOp
         opts.append(oci.with_user(flags["user"]))
     if flags["annotation"]:
         opts.append(oci.with_annotations(parse_pairs(flags["annotation"], "annotation")))
+    # Last: the default profile depends on the capabilities set above.
+    if flags["seccomp_profile"]:
+        opts.append(_seccomp_from_file(flags["seccomp_profile"]))
+    elif flags["seccomp"]:
+        opts.append(oci.with_default_seccomp)
     return opts
+
+
+def _seccomp_from_file(path: str) -> oci.SpecOpt:
+    try:
+        profile = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        fail(f"seccomp profile {path}: {e}", EXIT_USAGE)
+    if not isinstance(profile, dict) or "defaultAction" not in profile:
+        fail(f"seccomp profile {path}: not an OCI seccomp profile (no defaultAction)", EXIT_USAGE)
+
+    def opt(context: oci.SpecContext, spec: oci.Spec) -> None:
+        spec.setdefault("linux", {})["seccomp"] = profile
+
+    return opt
 
 
 def create_container(

@@ -236,6 +236,10 @@ class Pods:
         spec_opts += _shm_mount(shm if options.ipc != cri.NODE else Path("/dev/shm"))
         if config.linux.sysctls:
             spec_opts.append(_with_sysctls(dict(config.linux.sysctls)))
+        sandbox_security = config.linux.security_context
+        if not sandbox_security.privileged:
+            seccomp = sandbox_security.seccomp if sandbox_security.HasField("seccomp") else None
+            spec_opts += _seccomp(seccomp, sandbox_security.seccomp_profile_path)
         labels = {
             **dict(config.labels),
             KIND_LABEL: SANDBOX,
@@ -440,6 +444,9 @@ class Pods:
             spec_opts.append(oci.with_user(security.run_as_username))
         if security.readonly_rootfs:
             spec_opts.append(oci.with_rootfs_readonly)
+        if not security.privileged:  # privileged containers are unconfined, as in containerd
+            spec_opts += _seccomp(security.seccomp if security.HasField("seccomp") else None,
+                                  security.seccomp_profile_path)  # fmt: skip
         resources = linux.resources
         if resources.memory_limit_in_bytes:
             spec_opts.append(oci.with_memory_limit(resources.memory_limit_in_bytes))
@@ -940,6 +947,42 @@ def _sandbox_file_mounts(directory: Path, taken: set[str], readonly: bool) -> li
         for name in SANDBOX_FILES
         if f"/etc/{name}" not in taken and (directory / name).exists()
     ]
+
+
+def _seccomp(profile: cri.SecurityProfile | None, legacy_path: str) -> list[Any]:
+    """Spec options for a CRI seccomp choice: RuntimeDefault (the default profile),
+    Localhost (a profile file on the node, OCI JSON), Unconfined or unset (none); the
+    deprecated ``seccomp_profile_path`` (``runtime/default``, ``localhost/<path>``)
+    when the message is not there."""
+    from berth import oci
+
+    if profile is None:
+        if legacy_path in ("runtime/default", "docker/default"):
+            return [oci.with_default_seccomp]
+        if legacy_path.startswith("localhost/"):
+            return [_seccomp_file(legacy_path.removeprefix("localhost"))]
+        return []
+    if profile.profile_type == cri.SecurityProfile.RuntimeDefault:
+        return [oci.with_default_seccomp]
+    if profile.profile_type == cri.SecurityProfile.Localhost:
+        return [_seccomp_file(profile.localhost_ref)]
+    return []
+
+
+def _seccomp_file(path: str) -> Callable[..., None]:
+    import json
+
+    try:
+        loaded = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise InvalidArgument(f"seccomp profile {path}: {e}") from None
+    if not isinstance(loaded, dict) or "defaultAction" not in loaded:
+        raise InvalidArgument(f"seccomp profile {path}: not an OCI seccomp profile")
+
+    def opt(context: Any, spec: dict[str, Any]) -> None:
+        spec.setdefault("linux", {})["seccomp"] = loaded
+
+    return opt
 
 
 SHM_OPTIONS = ("nosuid", "nodev", "noexec", "mode=1777", "size=65536k")  # containerd's

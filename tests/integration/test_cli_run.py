@@ -314,3 +314,30 @@ def test_cni_gives_the_container_an_address_the_host_reaches(
 
     usage = run(suite, "--cni", "--net-host", busybox, "r-cni-host", "true", check=False)
     assert usage.returncode == 2 and "--cni and --net-host" in usage.stderr
+
+
+SECCOMP_PROBE = (
+    "grep Seccomp: /proc/self/status; unshare -U true && echo userns; mkdir /tmp/d && echo mkdir"
+)
+
+
+def test_seccomp_default_and_from_a_file(suite: Suite, busybox: str, tmp_path: Path) -> None:
+    plain = run(suite, "--rm", busybox, "r-sc0", "sh", "-c", SECCOMP_PROBE, check=False)
+    assert plain.stdout.split("\n")[:3] == ["Seccomp:\t0", "userns", "mkdir"], plain
+    # The default profile: namespaces need CAP_SYS_ADMIN, which the container lacks.
+    confined = run(suite, "--rm", "--seccomp", busybox, "r-sc1", "sh", "-c", SECCOMP_PROBE,
+                   check=False)  # fmt: skip
+    assert confined.stdout.split("\n")[:2] == ["Seccomp:\t2", "mkdir"], confined
+    assert "Operation not permitted" in confined.stderr
+    profile = tmp_path / "no-mkdir.json"
+    profile.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
+    }))  # fmt: skip
+    custom = run(suite, "--rm", "--seccomp-profile", str(profile), busybox, "r-sc2", "sh", "-c",
+                 SECCOMP_PROBE, check=False)  # fmt: skip
+    assert custom.stdout.split("\n")[:2] == ["Seccomp:\t2", "userns"], custom
+    assert "mkdir" not in custom.stdout.split("\n")[2:]
+    bad = run(suite, "--rm", "--seccomp-profile", str(tmp_path / "absent.json"), busybox,
+              "r-sc3", "true", check=False)  # fmt: skip
+    assert bad.returncode == 125 and "seccomp profile" in bad.stderr  # run: berth failed

@@ -514,3 +514,61 @@ def test_the_cri_service_can_die_while_pods_run(
         assert echo.stdout == b"hi\n"
     finally:
         runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+
+
+def test_seccomp_profiles_as_kubelet_asks(
+    runtime: api_pb2_grpc.RuntimeServiceStub, busybox: str, tmp_path: Path
+) -> None:
+    profile = tmp_path / "no-mkdir.json"
+    profile.write_text(
+        '{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": '
+        '[{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}'
+    )
+    default = cri.SecurityProfile(profile_type=cri.SecurityProfile.RuntimeDefault)
+    pod = pod_config(
+        "guarded",
+        tmp_path / "pods",
+        linux=cri.LinuxPodSandboxConfig(
+            security_context=cri.LinuxSandboxSecurityContext(seccomp=default)
+        ),
+    )
+    pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
+    try:
+        cases = {
+            "unset": None,
+            "default": default,
+            "unconfined": cri.SecurityProfile(profile_type=cri.SecurityProfile.Unconfined),
+            "file": cri.SecurityProfile(
+                profile_type=cri.SecurityProfile.Localhost, localhost_ref=str(profile)
+            ),
+        }
+        probe = "grep Seccomp: /proc/self/status; unshare -U true && echo userns; mkdir /d && echo mkdir"
+        seen = {}
+        for name, seccomp in cases.items():
+            config = container_config(name, busybox, "sleep", "600")
+            if seccomp is not None:
+                config.linux.security_context.seccomp.CopyFrom(seccomp)
+            request = cri.CreateContainerRequest(
+                pod_sandbox_id=pod_id, config=config, sandbox_config=pod
+            )
+            container_id = runtime.CreateContainer(request, timeout=60).container_id
+            runtime.StartContainer(cri.StartContainerRequest(container_id=container_id), timeout=60)
+            reply = runtime.ExecSync(
+                cri.ExecSyncRequest(container_id=container_id, cmd=["sh", "-c", probe])
+            )
+            seen[name] = reply.stdout.decode().split("\n")[:3]
+        assert seen["unset"] == ["Seccomp:\t0", "userns", "mkdir"]
+        assert seen["unconfined"] == ["Seccomp:\t0", "userns", "mkdir"]
+        assert seen["default"] == ["Seccomp:\t2", "mkdir", ""]
+        assert seen["file"] == ["Seccomp:\t2", "userns", ""]
+
+        bad = container_config("bad", busybox, "true")
+        bad.linux.security_context.seccomp.CopyFrom(
+            cri.SecurityProfile(profile_type=cri.SecurityProfile.Localhost, localhost_ref="/absent")
+        )
+        request = cri.CreateContainerRequest(pod_sandbox_id=pod_id, config=bad, sandbox_config=pod)
+        with pytest.raises(grpc.RpcError) as err:
+            runtime.CreateContainer(request, timeout=60)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
