@@ -98,7 +98,7 @@ async def setup(svc: ServiceProcess) -> None:
         api_pb2_grpc.add_RuntimeServiceServicer_to_server,
         # The RPCs not built yet are filled in at import (servicers.py), unseen by mypy.
         RuntimeServicer(  # type: ignore[abstract]
-            pods, lambda: network_check(cni_conf_dir)
+            pods, lambda: network_check(cni_conf_dir), bus
         ),
     )
     svc.plugins = [

@@ -134,6 +134,8 @@ class Pods:
         self._images = images
         self._settings = settings
         self._cpu = CpuRates()
+        # Which pod a container was in, for events about containers already gone.
+        self._pod_of: dict[str, str] = {}
 
     # -- helpers -----------------------------------------------------------------
 
@@ -462,6 +464,7 @@ class Pods:
             IMAGE_ID_LABEL: image_id,
             CREATED_LABEL: str(time.time_ns()),
         }
+        self._remember_pod(container_id, sandbox.id)
         self._client.new_container(
             container_id,
             berth.with_container_extension(CONTAINER_CONFIG, config),
@@ -589,6 +592,35 @@ class Pods:
         path = self._log_path(container, config)
         if path:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+
+    def event_statuses(self, container_id: str) -> tuple[SandboxState | None, list[ContainerState]]:
+        """For an event about ``container_id`` (a sandbox or a container): its pod's
+        status and the statuses of the pod's containers, as kubelet's evented PLEG
+        wants them; (None, []) when nothing of it is left to say."""
+        import berth
+
+        view = _View(self)
+        sandbox_id = self._pod_of.get(container_id, "")
+        with contextlib.suppress(berth.NotFound):
+            record = self._client.load_container(container_id)
+            labels = record.info(refresh=False).labels
+            if labels.get(KIND_LABEL) == SANDBOX:
+                sandbox_id = record.id
+            elif labels.get(KIND_LABEL) == CONTAINER:
+                sandbox_id = labels.get(SANDBOX_ID_LABEL, "")
+                self._remember_pod(container_id, sandbox_id)
+            else:
+                return None, []
+        sandbox = view.sandbox(sandbox_id) if sandbox_id else None
+        if sandbox is None:
+            return None, []
+        containers = [self._container_state(c, view) for c in self._containers_of(sandbox_id)]
+        return self._sandbox_state(sandbox, view), containers
+
+    def _remember_pod(self, container_id: str, sandbox_id: str) -> None:
+        if len(self._pod_of) > 10_000:  # bounded: only recent deletions need it
+            self._pod_of.clear()
+        self._pod_of[container_id] = sandbox_id
 
     def mark_oom(self, container_id: str) -> None:
         """Remember that the kernel's OOM killer struck in the container (from the

@@ -14,12 +14,14 @@ from typing import Any, TypeVar
 
 import grpc
 
+from services.cri import events
 from services.cri.images import Credentials, CriImage, CriImages, verbose_info
 from services.cri.pods import ContainerState, ContainerStats, Pods, PodStats, SandboxState
 from services.cri.stats import Usage
 from shared.api.cri.runtime.v1 import api_pb2 as cri
 from shared.api.cri.runtime.v1 import api_pb2_grpc
 from shared.errors import Unimplemented
+from shared.events.bus import EventBus
 from shared.version import BERTH_VERSION
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -266,9 +268,41 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     """Version, Status, pod sandboxes and containers; streaming, stats and the rest
     answer UNIMPLEMENTED for now."""
 
-    def __init__(self, pods: Pods, network_ready: Callable[[], tuple[bool, str]]) -> None:
+    def __init__(
+        self,
+        pods: Pods,
+        network_ready: Callable[[], tuple[bool, str]],
+        bus: EventBus | None = None,
+    ) -> None:
         self._pods = pods
         self._network_ready = network_ready
+        self._bus = bus
+
+    async def GetContainerEvents(
+        self, request: cri.GetEventsRequest, context: Context
+    ) -> AsyncIterator[cri.ContainerEventResponse]:
+        if self._bus is None:
+            raise Unimplemented("CRI GetContainerEvents: no event bus")
+
+        async def live() -> None:
+            # Headers once the subscription is in place: a client that waits for them
+            # misses nothing that happens afterwards (as berth's Events.Subscribe).
+            await context.send_initial_metadata((("berth-subscribed", "1"),))
+
+        async for envelope in self._bus.subscribe([events.FILTER], on_subscribed=live):
+            event = events.lifecycle_event(envelope)
+            if event is None:
+                continue
+            sandbox, containers = await _run(self._pods.event_statuses, event.container_id)
+            reply = cri.ContainerEventResponse(
+                container_id=event.container_id,
+                container_event_type=event.kind,  # type: ignore[arg-type]
+                created_at=event.created_at,
+                containers_statuses=[container_status_to_proto(c) for c in containers],
+            )
+            if sandbox is not None:
+                reply.pod_sandbox_status.CopyFrom(sandbox_status_to_proto(sandbox))
+            yield reply
 
     async def RunPodSandbox(
         self, request: cri.RunPodSandboxRequest, context: Context

@@ -6,11 +6,13 @@ grace, removal (idempotent, as critest checks), and nothing left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -572,3 +574,64 @@ def test_seccomp_profiles_as_kubelet_asks(
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+
+
+def test_container_events_for_kubelets_evented_pleg(
+    runtime: api_pb2_grpc.RuntimeServiceStub, busybox: str, tmp_path: Path
+) -> None:
+    stream = runtime.GetContainerEvents(cri.GetEventsRequest())
+    stream.initial_metadata()  # the subscription is live: nothing after this is missed
+    seen: list[cri.ContainerEventResponse] = []
+
+    def read() -> None:
+        with contextlib.suppress(grpc.RpcError):  # cancelled at the end
+            for event in stream:
+                seen.append(event)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    pod = pod_config("watched", tmp_path / "pods")
+    pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
+    try:
+        config = container_config("brief", busybox, "sh", "-c", "exit 3")
+        request = cri.CreateContainerRequest(
+            pod_sandbox_id=pod_id, config=config, sandbox_config=pod
+        )
+        container_id = runtime.CreateContainer(request, timeout=60).container_id
+        runtime.StartContainer(cri.StartContainerRequest(container_id=container_id), timeout=60)
+
+        def kinds(of: str) -> list[int]:
+            return [e.container_event_type for e in list(seen) if e.container_id == of]
+
+        wait_until(lambda: cri.CONTAINER_STOPPED_EVENT in kinds(container_id), 30,
+                   what="the container's stop event")  # fmt: skip
+        runtime.RemoveContainer(cri.RemoveContainerRequest(container_id=container_id))
+        wait_until(lambda: cri.CONTAINER_DELETED_EVENT in kinds(container_id), 30,
+                   what="the container's delete event")  # fmt: skip
+    finally:
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+    wait_until(lambda: cri.CONTAINER_DELETED_EVENT in kinds(pod_id), 30, what="the pod's delete")
+    stream.cancel()
+    reader.join(10)
+
+    assert kinds(container_id) == [
+        cri.CONTAINER_CREATED_EVENT,
+        cri.CONTAINER_STARTED_EVENT,
+        cri.CONTAINER_STOPPED_EVENT,
+        cri.CONTAINER_DELETED_EVENT,
+    ]
+    assert kinds(pod_id)[:2] == [cri.CONTAINER_CREATED_EVENT, cri.CONTAINER_STARTED_EVENT]
+    stopped = next(
+        e for e in seen
+        if e.container_id == container_id and e.container_event_type == cri.CONTAINER_STOPPED_EVENT
+    )  # fmt: skip
+    assert stopped.pod_sandbox_status.id == pod_id
+    assert stopped.pod_sandbox_status.state == cri.SANDBOX_READY
+    [status] = stopped.containers_statuses
+    assert (status.id, status.state, status.exit_code) == (container_id, cri.CONTAINER_EXITED, 3)
+    deleted = next(
+        e for e in seen
+        if e.container_id == container_id and e.container_event_type == cri.CONTAINER_DELETED_EVENT
+    )  # fmt: skip
+    assert deleted.pod_sandbox_status.id == pod_id  # the pod is still known after the delete
+    assert container_id not in [c.id for c in deleted.containers_statuses]
