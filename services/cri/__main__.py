@@ -10,6 +10,7 @@ with Debian's ``/usr/lib/cni`` searched after it).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,8 +59,18 @@ def network_check(conf_dir: str) -> tuple[bool, str]:
     return True, ""
 
 
+# Blocking client calls run in threads; ExecSync holds one for as long as the command
+# runs (kubelet's exec probes), so the default pool of cores + 4 would be taken by a
+# few probes while every other call waited.
+CALL_THREADS = 64
+
+
 async def setup(svc: ServiceProcess) -> None:
     import berth
+
+    executor = concurrent.futures.ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="cri")
+    asyncio.get_running_loop().set_default_executor(executor)
+    svc.on_shutdown(lambda: executor.shutdown(wait=False, cancel_futures=True))
 
     settings = svc.config.plugin_config(CRI_PLUGIN)
     snapshotter = str(_table(settings, "containerd").get("snapshotter") or "overlayfs")

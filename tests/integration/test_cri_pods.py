@@ -635,3 +635,41 @@ def test_container_events_for_kubelets_evented_pleg(
     )  # fmt: skip
     assert deleted.pod_sandbox_status.id == pod_id  # the pod is still known after the delete
     assert container_id not in [c.id for c in deleted.containers_statuses]
+
+
+def test_long_exec_probes_do_not_hold_up_other_calls(
+    runtime: api_pb2_grpc.RuntimeServiceStub, busybox: str, tmp_path: Path
+) -> None:
+    pod = pod_config("probed", tmp_path / "pods")
+    pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
+    try:
+        config = container_config("slow", busybox, "sleep", "600")
+        request = cri.CreateContainerRequest(
+            pod_sandbox_id=pod_id, config=config, sandbox_config=pod
+        )
+        container_id = runtime.CreateContainer(request, timeout=60).container_id
+        runtime.StartContainer(cri.StartContainerRequest(container_id=container_id), timeout=60)
+        finished: list[str] = []
+        lock = threading.Lock()
+
+        def probe() -> None:
+            runtime.ExecSync(
+                cri.ExecSyncRequest(container_id=container_id, cmd=["sleep", "6"]), timeout=60
+            )
+            with lock:
+                finished.append("probe")
+
+        probes = [threading.Thread(target=probe) for _ in range(12)]
+        for t in probes:
+            t.start()
+        time.sleep(1)  # the probes are in their sleeps
+        runtime.ListContainers(cri.ListContainersRequest(), timeout=60)
+        runtime.ContainerStatus(cri.ContainerStatusRequest(container_id=container_id))
+        with lock:
+            finished.append("listing")
+        for t in probes:
+            t.join(60)
+        assert finished[0] == "listing", finished  # answered while all probes still ran
+        assert finished.count("probe") == 12
+    finally:
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
