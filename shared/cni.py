@@ -78,10 +78,23 @@ class NetworkConfig:
                 raise InvalidArgument(f"{where}: plugin type {plugin['type']!r} is not a name")
         return cls(name, version, tuple(plugins), source, data)
 
-    def plugin_conf(self, plugin: Mapping[str, Any], prev_result: Any = None) -> bytes:
+    def plugin_conf(
+        self,
+        plugin: Mapping[str, Any],
+        prev_result: Any = None,
+        capability_args: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        """What a plugin reads on stdin: its conf with the network's name and version,
+        its predecessor's result, and ``runtimeConfig`` with the capability arguments
+        (``portMappings`` ...) it declares it takes, as libcni injects them."""
         conf = {**plugin, "name": self.name, "cniVersion": self.cni_version}
         if prev_result is not None:
             conf["prevResult"] = prev_result
+        declared = plugin.get("capabilities")
+        if capability_args and isinstance(declared, Mapping):
+            runtime = {k: v for k, v in capability_args.items() if declared.get(k)}
+            if runtime:
+                conf["runtimeConfig"] = {**(plugin.get("runtimeConfig") or {}), **runtime}
         return json.dumps(conf).encode()
 
 
@@ -141,25 +154,36 @@ class Network:
     def name(self) -> str:
         return self.config.name
 
-    def setup(self, container_id: str, netns: str, ifname: str = DEFAULT_IFNAME) -> Attachment:
-        """Attach the network namespace at ``netns``; on failure nothing stays attached."""
+    def setup(
+        self,
+        container_id: str,
+        netns: str,
+        ifname: str = DEFAULT_IFNAME,
+        capability_args: Mapping[str, Any] | None = None,
+    ) -> Attachment:
+        """Attach the network namespace at ``netns``; on failure nothing stays attached.
+        ``capability_args`` go to the plugins that declare them (``{"portMappings":
+        [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}``)."""
         _check_id(container_id)
         if not netns:
             raise InvalidArgument("CNI setup needs a network namespace path")
+        args = dict(capability_args or {})
         result: Any = None
         done = 0
         try:
             for plugin in self.config.plugins:
-                result = self._exec("ADD", plugin, container_id, netns, ifname, result)
+                result = self._exec("ADD", plugin, container_id, netns, ifname, result, args=args)
                 done += 1
         except BaseException:
             # Undo the plugins that ran (and the one that failed part-way), as a
             # runtime tears down a sandbox whose setup failed; the first error is the news.
             with contextlib.suppress(BerthError):
-                self._delete(self.config.plugins[: done + 1], container_id, netns, ifname, result)
+                self._delete(
+                    self.config.plugins[: done + 1], container_id, netns, ifname, result, args=args
+                )
             raise
         attachment = Attachment(self.name, container_id, ifname, result or {})
-        self._write_cache(attachment, netns)
+        self._write_cache(attachment, netns, args)
         return attachment
 
     def remove(self, container_id: str, netns: str = "", ifname: str = DEFAULT_IFNAME) -> None:
@@ -168,15 +192,18 @@ class Network:
         cached = self._read_cache(container_id, ifname)
         config = self.config
         prev: Any = None
+        args: dict[str, Any] = {}
         if cached is not None:
             prev = cached.get("result")
+            if isinstance(cached.get("capabilityArgs"), dict):
+                args = cached["capabilityArgs"]
             raw = cached.get("config")
             if isinstance(raw, str):  # tear down with what was set up, as libcni does
                 try:
                     config = NetworkConfig.parse(base64.b64decode(raw), "cached CNI config")
                 except (InvalidArgument, ValueError):
                     config = self.config
-        self._delete(config.plugins, container_id, netns, ifname, prev, config)
+        self._delete(config.plugins, container_id, netns, ifname, prev, config, args=args)
         self._cache_path(container_id, ifname).unlink(missing_ok=True)
 
     def attachment(self, container_id: str, ifname: str = DEFAULT_IFNAME) -> Attachment | None:
@@ -196,6 +223,8 @@ class Network:
         ifname: str,
         prev: Any,
         config: NetworkConfig | None = None,
+        *,
+        args: Mapping[str, Any] | None = None,
     ) -> None:
         config = config or self.config
         if not _at_least(config.cni_version, (0, 4, 0)):
@@ -203,7 +232,7 @@ class Network:
         errors: list[str] = []
         for plugin in reversed(plugins):
             try:
-                self._exec("DEL", plugin, container_id, netns, ifname, prev, config)
+                self._exec("DEL", plugin, container_id, netns, ifname, prev, config, args=args)
             except (CniError, NotFound) as e:  # every plugin gets its chance to clean up
                 errors.append(str(e))
         if errors:
@@ -225,6 +254,8 @@ class Network:
         ifname: str,
         prev: Any,
         config: NetworkConfig | None = None,
+        *,
+        args: Mapping[str, Any] | None = None,
     ) -> Any:
         config = config or self.config
         kind = plugin["type"]
@@ -240,7 +271,7 @@ class Network:
         try:
             proc = subprocess.run(
                 [binary],
-                input=config.plugin_conf(plugin, prev),
+                input=config.plugin_conf(plugin, prev, args),
                 env=env,
                 capture_output=True,
                 timeout=PLUGIN_TIMEOUT,
@@ -264,7 +295,9 @@ class Network:
     def _cache_path(self, container_id: str, ifname: str) -> Path:
         return Path(self.cache_dir, "results", f"{self.name}-{container_id}-{ifname}")
 
-    def _write_cache(self, attachment: Attachment, netns: str) -> None:
+    def _write_cache(
+        self, attachment: Attachment, netns: str, capability_args: Mapping[str, Any]
+    ) -> None:
         path = self._cache_path(attachment.container_id, attachment.ifname)
         path.parent.mkdir(parents=True, exist_ok=True)
         doc = {
@@ -276,6 +309,8 @@ class Network:
             "netns": netns,
             "result": attachment.result,
         }
+        if capability_args:
+            doc["capabilityArgs"] = dict(capability_args)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(doc))
         os.replace(tmp, path)

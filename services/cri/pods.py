@@ -265,7 +265,7 @@ class Pods:
             if network is not None:
                 netns = f"/proc/{task.pid}/ns/net"
                 self._loopback().setup(sandbox_id, netns, "lo")
-                attached = network.setup(sandbox_id, netns, IFNAME)
+                attached = network.setup(sandbox_id, netns, IFNAME, _capability_args(config))
                 addresses = attached.addresses()
                 if addresses:
                     container.set_labels({IP_LABEL: addresses[0].partition("/")[0]})
@@ -979,6 +979,23 @@ def _sandbox_file_mounts(directory: Path, taken: set[str], readonly: bool) -> li
         for name in SANDBOX_FILES
         if f"/etc/{name}" not in taken and (directory / name).exists()
     ]
+
+
+def _capability_args(config: cri.PodSandboxConfig) -> dict[str, Any]:
+    """The pod's host ports for CNI plugins that take ``portMappings`` (portmap), as
+    containerd's CRI passes them; mappings without a host port are not for the host."""
+    protocols = {cri.TCP: "tcp", cri.UDP: "udp", cri.SCTP: "sctp"}
+    mappings = [
+        {
+            "hostPort": p.host_port,
+            "containerPort": p.container_port,
+            "protocol": protocols.get(p.protocol, "tcp"),
+            "hostIP": p.host_ip,
+        }
+        for p in config.port_mappings
+        if p.host_port > 0
+    ]
+    return {"portMappings": mappings} if mappings else {}
 
 
 def _seccomp(profile: cri.SecurityProfile | None, legacy_path: str) -> list[Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -110,3 +111,29 @@ def network_namespace() -> Iterator[str]:
 def addresses_in(netns: str, ifname: str = "eth0") -> list[str]:
     out = ip("netns", "exec", netns, "ip", "-o", "-4", "addr", "show", ifname).stdout
     return [line.split()[3] for line in out.splitlines()]
+
+
+PORTMAP_CHAINS = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ")
+
+
+def nat_rules() -> list[str]:
+    out = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True,
+                         check=True, timeout=30).stdout  # fmt: skip
+    return out.splitlines()
+
+
+def remove_portmap_chains() -> None:
+    """The portmap plugin's shared chains, which its DEL leaves (as with containerd);
+    removed when no container's chain hangs off them any more."""
+    rules = nat_rules()
+    if any(r.startswith("-N CNI-DN-") for r in rules):
+        return  # a port mapping still in use: not ours to take away
+    for rule in rules:
+        if rule.startswith("-A ") and any(f"-j {chain}" in rule for chain in PORTMAP_CHAINS):
+            parts = shlex.split(rule)
+            if parts[1] not in PORTMAP_CHAINS:
+                subprocess.run(["iptables", "-t", "nat", "-D", *parts[1:]], check=True, timeout=30)
+    for chain in PORTMAP_CHAINS:
+        if f"-N {chain}" in rules:
+            subprocess.run(["iptables", "-t", "nat", "-F", chain], check=True, timeout=30)
+            subprocess.run(["iptables", "-t", "nat", "-X", chain], check=True, timeout=30)

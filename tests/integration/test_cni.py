@@ -136,3 +136,16 @@ def test_a_single_plugin_conf_is_a_chain_of_one(tmp_path: Path) -> None:
         "name": "one",
         "cniVersion": "0.4.0",
     }
+
+
+def test_capability_arguments_go_to_the_plugins_that_declare_them() -> None:
+    config = cni.NetworkConfig.parse(json.dumps({
+        "cniVersion": "1.0.0", "name": "n",
+        "plugins": [{"type": "bridge"},
+                    {"type": "portmap", "capabilities": {"portMappings": True}}],
+    }).encode())  # fmt: skip
+    mappings = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}
+    bridge, portmap = (json.loads(config.plugin_conf(p, None, mappings)) for p in config.plugins)
+    assert "runtimeConfig" not in bridge
+    assert portmap["runtimeConfig"] == mappings
+    assert "runtimeConfig" not in json.loads(config.plugin_conf(config.plugins[1], None, {}))

@@ -25,7 +25,14 @@ from shared.api.cri.runtime.v1 import api_pb2 as cri
 from shared.api.cri.runtime.v1 import api_pb2_grpc
 from shared.config import grpc_target
 from tests.harness import REPO, Suite, running_suite, wait_until
-from tests.integration.cni_support import PLUGIN_DIR, BridgeNetwork, bridge_network, have_cni
+from tests.integration.cni_support import (
+    PLUGIN_DIR,
+    BridgeNetwork,
+    bridge_network,
+    have_cni,
+    nat_rules,
+    remove_portmap_chains,
+)
 from tests.testimages import Registry
 
 pytestmark = pytest.mark.skipif(not have_cni(), reason="needs root and Debian's CNI plugins")
@@ -673,3 +680,51 @@ def test_long_exec_probes_do_not_hold_up_other_calls(
         assert finished.count("probe") == 12
     finally:
         runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_host_ports_through_the_portmap_plugin(
+    runtime: api_pb2_grpc.RuntimeServiceStub,
+    busybox: str,
+    network: BridgeNetwork,
+    tmp_path: Path,
+) -> None:
+    portmap = {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
+    network.write(network.conflist(portmap))
+    host_port = free_port()
+    mapping = cri.PortMapping(protocol=cri.TCP, container_port=8080, host_port=host_port)
+    pod = pod_config("published", tmp_path / "pods", port_mappings=[mapping])
+    pod_id = ""
+    try:
+        pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod)).pod_sandbox_id
+        config = container_config("web", busybox, "httpd", "-f", "-p", "8080", "-h", "/etc")
+        request = cri.CreateContainerRequest(
+            pod_sandbox_id=pod_id, config=config, sandbox_config=pod
+        )
+        container_id = runtime.CreateContainer(request, timeout=60).container_id
+        runtime.StartContainer(cri.StartContainerRequest(container_id=container_id), timeout=60)
+        assert any(f"--dport {host_port}" in rule for rule in nat_rules())
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{host_port}/passwd", timeout=2) as r:
+                    return b"root:x:0:0" in r.read()
+            except OSError:
+                return False
+
+        # The node's loopback on the host port reaches the pod's port.
+        wait_until(answers, 30, what=f"the pod on 127.0.0.1:{host_port}")
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+        pod_id = ""
+        assert not any(f"--dport {host_port}" in rule for rule in nat_rules())
+    finally:
+        if pod_id:
+            runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+        network.write(network.conflist())
+        remove_portmap_chains()
+    assert not [r for r in nat_rules() if "CNI-" in r]
