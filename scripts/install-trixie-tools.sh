@@ -5,6 +5,7 @@
 # kernel's vDSO and its crun 1.8 rejects this hybrid cgroup layout, while
 # trixie's criu 4.1.1 and crun 1.21 work. Wrappers go to /opt/berth/bin.
 set -euo pipefail
+source "$(dirname "$0")/lib/trixie.sh"
 
 PREFIX=${BERTH_TOOLS_PREFIX:-/opt/berth}
 ROOT=$PREFIX/trixie
@@ -16,29 +17,7 @@ unpacked() {
 }
 
 if ! unpacked; then
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/etc"
-echo "deb http://deb.debian.org/debian trixie main" > "$work/etc/sources.list"
-apt_opts=(
-    -o "Dir::Etc::SourceList=$work/etc/sources.list" -o Dir::Etc::SourceParts=/dev/null
-    -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache" -o Debug::NoLocking=1
-    -o APT::Sandbox::User=root
-)
-apt-get "${apt_opts[@]}" -q update >/dev/null
-# The packages and every library they need, all from trixie (its libc and loader included).
-mapfile -t closure < <(apt-cache "${apt_opts[@]}" depends --recurse --no-recommends --no-suggests \
-    --no-conflicts --no-breaks --no-replaces --no-enhances --no-pre-depends "${PACKAGES[@]}" \
-    | grep -v '^ ' | grep -v '<' | sort -u)
-(cd "$work/cache/archives" && apt-get "${apt_opts[@]}" -q download "${closure[@]}" >/dev/null)
-
-rm -rf "$ROOT.new"
-mkdir -p "$ROOT.new"
-for deb in "$work"/cache/archives/*.deb; do
-    dpkg-deb -x "$deb" "$ROOT.new"
-done
-rm -rf "$ROOT"
-mv "$ROOT.new" "$ROOT"
+    trixie_unpack "$ROOT" "${PACKAGES[@]}"
 fi
 
 mkdir -p "$BIN"

@@ -39,6 +39,8 @@ fi
 
 # criu and crun that work on this kernel and cgroup layout (Debian 13's, privately).
 ./scripts/install-trixie-tools.sh
+# For the tests: Kubernetes' remote-command client (client-go), built from Debian 13.
+./scripts/install-test-clients.sh
 
 python=${PYTHON:-python3}
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then

@@ -17,6 +17,7 @@ from typing import Any
 from services.cri.images import NAMESPACE, CriImages
 from services.cri.pods import Pods, Settings
 from services.cri.servicers import ImageServicer, RuntimeServicer
+from services.cri.streaming import StreamingServer
 from shared import cni, plugins, topology, typeurl
 from shared.api.containerd.events import task_pb2 as events
 from shared.api.cri.runtime.v1 import api_pb2_grpc
@@ -99,6 +100,13 @@ async def setup(svc: ServiceProcess) -> None:
     images = CriImages(client, snapshotter)
     pods = Pods(client, images, pod_settings)
     svc.spawn(follow_ooms(bus, pods), name="OOM follower")
+    streaming = StreamingServer(
+        pods,
+        str(settings.get("stream_server_address") or "127.0.0.1"),
+        int(settings.get("stream_server_port") or 0),
+    )
+    await streaming.start()
+    svc.on_shutdown(streaming.stop)
     svc.add_grpc(
         "runtime.v1.ImageService",
         api_pb2_grpc.add_ImageServiceServicer_to_server,
@@ -109,7 +117,7 @@ async def setup(svc: ServiceProcess) -> None:
         api_pb2_grpc.add_RuntimeServiceServicer_to_server,
         # The RPCs not built yet are filled in at import (servicers.py), unseen by mypy.
         RuntimeServicer(  # type: ignore[abstract]
-            pods, lambda: network_check(cni_conf_dir), bus
+            pods, lambda: network_check(cni_conf_dir), bus, streaming
         ),
     )
     svc.plugins = [

@@ -749,6 +749,32 @@ class Pods:
         selector = cri.PodSandboxFilter(id=flt.id, state=ready, label_selector=flt.label_selector)
         return [self.sandbox_stats(s.id) for s in self.list_sandboxes(selector)]
 
+    def start_exec(
+        self, request: cri.ExecRequest, stdin: Any, stdout: Any, stderr: Any
+    ) -> RunningExec:
+        """Start ``request.cmd`` in the container with the streaming server's streams."""
+        from berth import cio
+        from berth.task import Status
+
+        container = self._find(CONTAINER, request.container_id)
+        task = self._task(container)
+        if task is None or task.status() != Status.RUNNING:
+            raise FailedPrecondition(f"container {container.id} is not running")
+        fifo_dir = self._settings.fifo_dir or None
+        streams = cio.with_streams(stdin, stdout, stderr, terminal=request.tty, fifo_dir=fifo_dir)
+        process = task.exec(
+            f"exec-{secrets.token_hex(8)}", io=streams, args=list(request.cmd),
+            terminal=request.tty,
+        )  # fmt: skip
+        exited = process.wait()
+        try:
+            process.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                process.delete(force=True)
+            raise
+        return RunningExec(process, exited)
+
     def exec_sync(self, wanted: str, cmd: Sequence[str], timeout: int) -> tuple[bytes, bytes, int]:
         """Run ``cmd`` in the container and return (stdout, stderr, exit code);
         DeadlineExceeded (the process killed) after ``timeout`` seconds if not 0."""
@@ -782,6 +808,23 @@ class Pods:
             with contextlib.suppress(Exception):
                 process.delete(force=True)
         return out.getvalue(), err.getvalue(), status.code
+
+
+class RunningExec:
+    """An exec the streaming server started (see streaming.ExecSession)."""
+
+    def __init__(self, process: berth.Process, exited: Any) -> None:
+        self._process = process
+        self._exited = exited
+
+    def resize(self, width: int, height: int) -> None:
+        self._process.resize(width, height)
+
+    def finish(self) -> int:
+        code = int(self._exited.result().code)
+        with contextlib.suppress(Exception):
+            self._process.delete()  # returns once the output has all been copied
+        return code
 
 
 @dataclass(frozen=True)

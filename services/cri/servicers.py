@@ -18,9 +18,10 @@ from services.cri import events
 from services.cri.images import Credentials, CriImage, CriImages, verbose_info
 from services.cri.pods import ContainerState, ContainerStats, Pods, PodStats, SandboxState
 from services.cri.stats import Usage
+from services.cri.streaming import StreamingServer, check_exec_request
 from shared.api.cri.runtime.v1 import api_pb2 as cri
 from shared.api.cri.runtime.v1 import api_pb2_grpc
-from shared.errors import Unimplemented
+from shared.errors import FailedPrecondition, Unimplemented
 from shared.events.bus import EventBus
 from shared.version import BERTH_VERSION
 
@@ -273,10 +274,21 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         pods: Pods,
         network_ready: Callable[[], tuple[bool, str]],
         bus: EventBus | None = None,
+        streaming: StreamingServer | None = None,
     ) -> None:
         self._pods = pods
         self._network_ready = network_ready
         self._bus = bus
+        self._streaming = streaming
+
+    async def Exec(self, request: cri.ExecRequest, context: Context) -> cri.ExecResponse:
+        if self._streaming is None:
+            raise Unimplemented("CRI Exec: no streaming server")
+        check_exec_request(request)
+        state = await _run(self._pods.container_status, request.container_id)
+        if state.state != cri.CONTAINER_RUNNING:
+            raise FailedPrecondition(f"container {state.id} is not running")
+        return cri.ExecResponse(url=self._streaming.exec_url(request))
 
     async def GetContainerEvents(
         self, request: cri.GetEventsRequest, context: Context

@@ -68,9 +68,9 @@ def test_rpcs_not_served_yet_are_unimplemented_clearly(
     runtime: api_pb2_grpc.RuntimeServiceStub,
 ) -> None:
     with pytest.raises(grpc.RpcError) as err:
-        runtime.Exec(cri.ExecRequest(container_id="x", cmd=["true"]), timeout=10)
+        runtime.Attach(cri.AttachRequest(container_id="x", stdout=True), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "Exec" in (err.value.details() or "")
+    assert "Attach" in (err.value.details() or "")
 
 
 def test_pull_status_list_remove(

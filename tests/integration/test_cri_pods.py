@@ -728,3 +728,61 @@ def test_host_ports_through_the_portmap_plugin(
         network.write(network.conflist())
         remove_portmap_chains()
     assert not [r for r in nat_rules() if "CNI-" in r]
+
+
+CRIEXEC = "/opt/berth/bin/criexec"  # client-go's SPDY executor (scripts/install-test-clients.sh)
+
+
+@pytest.mark.skipif(not os.access(CRIEXEC, os.X_OK), reason="criexec not built (install.sh)")
+def test_exec_through_the_streaming_server_with_kubernetes_own_client(
+    runtime: api_pb2_grpc.RuntimeServiceStub, busybox: str, tmp_path: Path
+) -> None:
+    pod = pod_config("exec", tmp_path / "pods")
+    pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
+    try:
+        config = container_config("target", busybox, "sleep", "600")
+        request = cri.CreateContainerRequest(
+            pod_sandbox_id=pod_id, config=config, sandbox_config=pod
+        )
+        container_id = runtime.CreateContainer(request, timeout=60).container_id
+
+        def url(*cmd: str, **streams: bool) -> str:
+            exec_request = cri.ExecRequest(container_id=container_id, cmd=list(cmd), **streams)
+            return str(runtime.Exec(exec_request, timeout=30).url)
+
+        with pytest.raises(grpc.RpcError) as err:  # not running yet
+            url("true", stdout=True)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        runtime.StartContainer(cri.StartContainerRequest(container_id=container_id), timeout=60)
+
+        def criexec(target: str, *flags: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+            return subprocess.run([CRIEXEC, *flags, target], input=stdin, capture_output=True,
+                                  text=True, timeout=120)  # fmt: skip
+
+        # kubectl exec: output on its streams, the command's exit status as ours.
+        done = criexec(url("sh", "-c", "echo out; echo err >&2; exit 3", stdout=True, stderr=True))
+        assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
+        # stdin through to the end, and a large output, in order.
+        text = "".join(f"line {i}\n" for i in range(20000))
+        echoed = criexec(url("cat", stdin=True, stdout=True, stderr=True), "-stdin", stdin=text)
+        assert (echoed.returncode, echoed.stdout) == (0, text)
+        # kubectl exec -it: a terminal of the size the client sends.
+        shell = url("sh", "-c", "sleep 1; stty size; tty", stdin=True, stdout=True, tty=True)
+        sized = criexec(shell, "-stdin", "-tty", "-cols", "123", "-rows", "45")
+        assert sized.returncode == 0 and sized.stdout.splitlines()[0] == "45 123", sized
+        # A URL is good once.
+        used = url("true", stdout=True)
+        assert criexec(used).returncode == 0
+        again = criexec(used)
+        assert again.returncode == 125 and "unknown or used token" in again.stderr, again
+
+        for bad in (
+            cri.ExecRequest(container_id=container_id, cmd=["true"]),
+            cri.ExecRequest(container_id=container_id, cmd=["true"], tty=True, stderr=True),
+            cri.ExecRequest(container_id=container_id, stdout=True),
+        ):
+            with pytest.raises(grpc.RpcError) as err:
+                runtime.Exec(bad, timeout=30)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)

@@ -1,0 +1,298 @@
+"""The CRI streaming server: where the URL from ``Exec`` leads kubelet (and kubectl).
+
+As containerd's: HTTP on 127.0.0.1 and a port of its own, one single-use token per
+request (``/exec/<token>``, valid a minute), the connection upgraded to SPDY/3.1 and
+Kubernetes' remote command protocol ``v4.channel.k8s.io`` on it: the client opens an
+``error`` stream and, as asked, ``stdin``, ``stdout``, ``stderr`` and (with a
+terminal) ``resize``; the command's streams are copied over them, and at the end a
+``metav1.Status`` on ``error`` says how it exited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import queue
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from services.cri.spdy import ProtocolError, Session, Stream
+from shared.api.cri.runtime.v1 import api_pb2 as cri
+from shared.errors import BerthError, FailedPrecondition, InvalidArgument
+
+log = logging.getLogger(__name__)
+
+TOKEN_TTL = 60.0  # containerd's request cache keeps a token for a minute
+MAX_TOKENS = 1000
+STREAM_CREATION_TIMEOUT = 30.0
+MAX_REQUEST_HEAD = 16 * 1024
+PROTOCOL = "v4.channel.k8s.io"
+
+
+class ExecSession(Protocol):
+    """A started exec: what the server needs of the process once it runs."""
+
+    def resize(self, width: int, height: int) -> None: ...
+
+    def finish(self) -> int:
+        """Wait for the exit and for the output to be copied; the exit code."""
+        ...
+
+
+class Executor(Protocol):
+    def start_exec(
+        self, request: cri.ExecRequest, stdin: Any, stdout: Any, stderr: Any
+    ) -> ExecSession: ...
+
+
+@dataclass
+class _Pending:
+    request: cri.ExecRequest
+    expires: float
+
+
+def check_exec_request(request: cri.ExecRequest) -> None:
+    """containerd's checks of an Exec before it hands out a URL."""
+    if not request.cmd:
+        raise InvalidArgument("exec needs a command")
+    if not (request.stdin or request.stdout or request.stderr):
+        raise InvalidArgument("one of stdin, stdout, or stderr must be set")
+    if request.tty and request.stderr:
+        raise InvalidArgument("tty and stderr cannot both be true")
+
+
+class StreamingServer:
+    def __init__(self, executor: Executor, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._executor = executor
+        self._host = host
+        self._port = port
+        self._pending: dict[str, _Pending] = {}
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self._host, self._port)
+        self._port = self._server.sockets[0].getsockname()[1]
+        log.info("streaming server on http://%s:%d", self._host, self._port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def exec_url(self, request: cri.ExecRequest) -> str:
+        """A single-use URL for ``request`` (already checked by the caller)."""
+        now = time.monotonic()
+        for token in [t for t, p in self._pending.items() if p.expires < now]:
+            del self._pending[token]
+        if len(self._pending) >= MAX_TOKENS:
+            raise FailedPrecondition("too many exec requests in flight; try again")
+        token = secrets.token_urlsafe(8)
+        copied = cri.ExecRequest()
+        copied.CopyFrom(request)
+        self._pending[token] = _Pending(copied, now + TOKEN_TTL)
+        return f"http://{self._host}:{self._port}/exec/{token}"
+
+    # -- HTTP ------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, ProtocolError) as e:
+            log.debug("streaming connection ended: %s", e)
+        except Exception:
+            log.exception("streaming connection failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError:
+            return await _respond(writer, 431, "request head too large")
+        if len(head) > MAX_REQUEST_HEAD:
+            return await _respond(writer, 431, "request head too large")
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split()
+        if len(parts) != 3 or parts[0] not in ("GET", "POST"):
+            return await _respond(writer, 400, "bad request line")
+        headers: dict[str, list[str]] = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, _, value = line.partition(":")
+                headers.setdefault(name.strip().lower(), []).append(value.strip())
+        kind, _, token = parts[1].strip("/").partition("/")
+        pending = self._pending.pop(token, None) if kind == "exec" else None
+        if pending is None or pending.expires < time.monotonic():
+            return await _respond(writer, 404, "unknown or used token")
+        upgrade = ",".join(headers.get("upgrade", [])).lower()
+        if "spdy/3.1" not in upgrade:
+            return await _respond(writer, 400, "this server upgrades to SPDY/3.1 only")
+        offered = [
+            p.strip() for v in headers.get("x-stream-protocol-version", []) for p in v.split(",")
+        ]
+        if PROTOCOL not in offered:
+            return await _respond(writer, 403, f"protocol {PROTOCOL} not offered")
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+            b"Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: " + PROTOCOL.encode() + b"\r\n\r\n"
+        )
+        await writer.drain()
+        session = Session(reader, writer)
+        reading = asyncio.create_task(session.run())
+        try:
+            await self._exec(session, pending.request)
+        finally:
+            await session.go_away()
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+
+    # -- the remote command ------------------------------------------------------------
+
+    async def _exec(self, session: Session, request: cri.ExecRequest) -> None:
+        wanted = {"error"}
+        if request.stdin:
+            wanted.add("stdin")
+        if request.stdout:
+            wanted.add("stdout")
+        if request.stderr and not request.tty:
+            wanted.add("stderr")
+        if request.tty:
+            wanted.add("resize")
+        streams: dict[str, Stream] = {}
+        deadline = time.monotonic() + STREAM_CREATION_TIMEOUT
+        while not wanted <= streams.keys():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return  # the client never opened them all; it gets nothing
+            try:
+                stream = await asyncio.wait_for(session.opened.get(), remaining)
+            except TimeoutError:
+                return
+            if stream is None:
+                return
+            kind = stream.headers.get("streamtype", "")
+            if kind in wanted:
+                streams[kind] = stream
+        loop = asyncio.get_running_loop()
+        stdin = _QueueReader() if "stdin" in streams else None
+        stdout = _StreamWriter(streams["stdout"], loop) if "stdout" in streams else None
+        stderr = _StreamWriter(streams["stderr"], loop) if "stderr" in streams else None
+        status: dict[str, Any]
+        try:
+            running = await asyncio.to_thread(
+                self._executor.start_exec, request, stdin, stdout, stderr
+            )
+        except BerthError as e:
+            status = {"status": "Failure", "message": str(e), "reason": "InternalError"}
+            await _finish(streams, status)
+            return
+        pumps = []
+        if stdin is not None:
+            pumps.append(asyncio.create_task(_pump_stdin(streams["stdin"], stdin)))
+        if "resize" in streams:
+            pumps.append(asyncio.create_task(_pump_resizes(streams["resize"], running)))
+        try:
+            code = await asyncio.to_thread(running.finish)
+        finally:
+            if stdin is not None:
+                stdin.end()
+            for pump in pumps:
+                pump.cancel()
+        if code == 0:
+            status = {"status": "Success"}
+        else:
+            status = {
+                "status": "Failure",
+                "message": f"command terminated with non-zero exit code: exit status {code}",
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+            }
+        await _finish(streams, status)
+
+
+async def _finish(streams: dict[str, Stream], status: dict[str, Any]) -> None:
+    body = {"metadata": {}, **status}
+    with contextlib.suppress(ConnectionError):
+        await streams["error"].write(json.dumps(body).encode())
+        for stream in streams.values():
+            await stream.close()
+
+
+async def _pump_stdin(stream: Stream, stdin: _QueueReader) -> None:
+    while data := await stream.read():
+        stdin.feed(data)
+    stdin.end()
+
+
+async def _pump_resizes(stream: Stream, running: ExecSession) -> None:
+    decoder, pending = json.JSONDecoder(), ""
+    while data := await stream.read():
+        pending += data.decode(errors="replace")
+        while pending.strip():
+            try:
+                size, end = decoder.raw_decode(pending.lstrip())
+            except ValueError:
+                break  # the rest of the object is still on its way
+            pending = pending.lstrip()[end:]
+            with contextlib.suppress(BerthError):
+                width, height = int(size.get("Width", 0)), int(size.get("Height", 0))
+                if width and height:
+                    await asyncio.to_thread(running.resize, width, height)
+
+
+class _QueueReader:
+    """stdin for the process: what arrives on the SPDY stream, read from a thread."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._ended = False
+
+    def feed(self, data: bytes) -> None:
+        self._queue.put(data)
+
+    def end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._queue.put(b"")
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._queue.get()
+        if not data:
+            self._queue.put(b"")  # every later read sees the end too
+        return data
+
+
+class _StreamWriter:
+    """stdout/stderr of the process, written from a copier thread onto a SPDY stream
+    (each write waits for the frame to go out: the client's pace is the process's)."""
+
+    def __init__(self, stream: Stream, loop: asyncio.AbstractEventLoop) -> None:
+        self._stream = stream
+        self._loop = loop
+
+    def write(self, data: bytes) -> int:
+        future = asyncio.run_coroutine_threadsafe(self._stream.write(bytes(data)), self._loop)
+        with contextlib.suppress(ConnectionError):
+            future.result()
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+async def _respond(writer: asyncio.StreamWriter, code: int, text: str) -> None:
+    reason = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 431: "Too Large"}[code]
+    body = text.encode() + b"\n"
+    writer.write(
+        f"HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
