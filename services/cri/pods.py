@@ -775,6 +775,18 @@ class Pods:
             raise
         return RunningExec(process, exited)
 
+    def dial(self, sandbox_id: str, port: int) -> socket.socket:
+        """A TCP connection to ``port`` on the pod's loopback, made from inside its
+        network namespace (the node's, for a pod on the node's network)."""
+        state = self._sandbox_state(self._find(SANDBOX, sandbox_id))
+        if not state.ready or not state.pid:
+            raise FailedPrecondition(f"pod sandbox {state.id} is not running")
+        if not 0 < port < 65536:
+            raise InvalidArgument(f"port {port} is not a port")
+        if state.config.linux.security_context.namespace_options.network == cri.NODE:
+            return socket.create_connection(("127.0.0.1", port), timeout=10)
+        return _connect_in_netns(f"/proc/{state.pid}/ns/net", port)
+
     def exec_sync(self, wanted: str, cmd: Sequence[str], timeout: int) -> tuple[bytes, bytes, int]:
         """Run ``cmd`` in the container and return (stdout, stderr, exit code);
         DeadlineExceeded (the process killed) after ``timeout`` seconds if not 0."""
@@ -1022,6 +1034,40 @@ def _sandbox_file_mounts(directory: Path, taken: set[str], readonly: bool) -> li
         for name in SANDBOX_FILES
         if f"/etc/{name}" not in taken and (directory / name).exists()
     ]
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _connect_in_netns(netns: str, port: int) -> socket.socket:
+    """Connect to 127.0.0.1:``port`` in the network namespace at ``netns``: a thread of
+    its own enters it (setns changes only the calling thread's) and makes the socket,
+    which keeps to that namespace wherever it is used afterwards."""
+    import ctypes
+    import threading
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    made: list[socket.socket] = []
+    failed: list[OSError] = []
+
+    def connect() -> None:
+        try:
+            with open(netns) as ns:
+                if libc.setns(ns.fileno(), _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {netns}: {os.strerror(err)}")
+            conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+            conn.settimeout(None)
+            made.append(conn)
+        except OSError as e:
+            failed.append(e)
+
+    thread = threading.Thread(target=connect, name="cri-netns-dial")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return made[0]
 
 
 def _capability_args(config: cri.PodSandboxConfig) -> dict[str, Any]:

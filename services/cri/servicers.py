@@ -21,7 +21,7 @@ from services.cri.stats import Usage
 from services.cri.streaming import StreamingServer, check_exec_request
 from shared.api.cri.runtime.v1 import api_pb2 as cri
 from shared.api.cri.runtime.v1 import api_pb2_grpc
-from shared.errors import FailedPrecondition, Unimplemented
+from shared.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from shared.events.bus import EventBus
 from shared.version import BERTH_VERSION
 
@@ -289,6 +289,19 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         if state.state != cri.CONTAINER_RUNNING:
             raise FailedPrecondition(f"container {state.id} is not running")
         return cri.ExecResponse(url=self._streaming.exec_url(request))
+
+    async def PortForward(
+        self, request: cri.PortForwardRequest, context: Context
+    ) -> cri.PortForwardResponse:
+        if self._streaming is None:
+            raise Unimplemented("CRI PortForward: no streaming server")
+        state = await _run(self._pods.sandbox_status, request.pod_sandbox_id)
+        if not state.ready:
+            raise FailedPrecondition(f"pod sandbox {state.id} is not ready")
+        for port in request.port:
+            if not 0 < port < 65536:
+                raise InvalidArgument(f"port {port} is not a port")
+        return cri.PortForwardResponse(url=self._streaming.port_forward_url(request))
 
     async def GetContainerEvents(
         self, request: cri.GetEventsRequest, context: Context

@@ -1,11 +1,16 @@
-"""The CRI streaming server: where the URL from ``Exec`` leads kubelet (and kubectl).
+"""The CRI streaming server: where the URLs from ``Exec`` and ``PortForward`` lead
+kubelet (and kubectl).
 
 As containerd's: HTTP on 127.0.0.1 and a port of its own, one single-use token per
-request (``/exec/<token>``, valid a minute), the connection upgraded to SPDY/3.1 and
-Kubernetes' remote command protocol ``v4.channel.k8s.io`` on it: the client opens an
-``error`` stream and, as asked, ``stdin``, ``stdout``, ``stderr`` and (with a
-terminal) ``resize``; the command's streams are copied over them, and at the end a
-``metav1.Status`` on ``error`` says how it exited.
+request (``/exec/<token>``, ``/portforward/<token>``, valid a minute), the connection
+upgraded to SPDY/3.1. For exec, Kubernetes' remote command protocol
+``v4.channel.k8s.io``: the client opens an ``error`` stream and, as asked, ``stdin``,
+``stdout``, ``stderr`` and (with a terminal) ``resize``; the command's streams are
+copied over them, and at the end a ``metav1.Status`` on ``error`` says how it exited.
+For port forwarding, ``portforward.k8s.io``: per connection the client opens an
+``error`` and a ``data`` stream with the same ``requestID`` and a ``port``; the data
+goes to and from that port on the pod's loopback, a failure to connect is written on
+``error``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import logging
 import queue
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,6 +37,8 @@ MAX_TOKENS = 1000
 STREAM_CREATION_TIMEOUT = 30.0
 MAX_REQUEST_HEAD = 16 * 1024
 PROTOCOL = "v4.channel.k8s.io"
+PORT_FORWARD_PROTOCOL = "portforward.k8s.io"
+COPY_CHUNK = 32 * 1024
 
 
 class ExecSession(Protocol):
@@ -48,10 +56,15 @@ class Executor(Protocol):
         self, request: cri.ExecRequest, stdin: Any, stdout: Any, stderr: Any
     ) -> ExecSession: ...
 
+    def dial(self, sandbox_id: str, port: int) -> socket.socket:
+        """A connection to ``port`` on the pod's own loopback."""
+        ...
+
 
 @dataclass
 class _Pending:
-    request: cri.ExecRequest
+    kind: str  # "exec" or "portforward"
+    request: Any  # cri.ExecRequest or cri.PortForwardRequest
     expires: float
 
 
@@ -85,16 +98,22 @@ class StreamingServer:
 
     def exec_url(self, request: cri.ExecRequest) -> str:
         """A single-use URL for ``request`` (already checked by the caller)."""
+        return self._url("exec", request)
+
+    def port_forward_url(self, request: cri.PortForwardRequest) -> str:
+        return self._url("portforward", request)
+
+    def _url(self, kind: str, request: Any) -> str:
         now = time.monotonic()
         for token in [t for t, p in self._pending.items() if p.expires < now]:
             del self._pending[token]
         if len(self._pending) >= MAX_TOKENS:
             raise FailedPrecondition("too many exec requests in flight; try again")
         token = secrets.token_urlsafe(8)
-        copied = cri.ExecRequest()
+        copied = type(request)()
         copied.CopyFrom(request)
-        self._pending[token] = _Pending(copied, now + TOKEN_TTL)
-        return f"http://{self._host}:{self._port}/exec/{token}"
+        self._pending[token] = _Pending(kind, copied, now + TOKEN_TTL)
+        return f"http://{self._host}:{self._port}/{kind}/{token}"
 
     # -- HTTP ------------------------------------------------------------------------
 
@@ -127,26 +146,31 @@ class StreamingServer:
                 name, _, value = line.partition(":")
                 headers.setdefault(name.strip().lower(), []).append(value.strip())
         kind, _, token = parts[1].strip("/").partition("/")
-        pending = self._pending.pop(token, None) if kind == "exec" else None
-        if pending is None or pending.expires < time.monotonic():
+        pending = self._pending.get(token)
+        if pending is None or pending.kind != kind or pending.expires < time.monotonic():
             return await _respond(writer, 404, "unknown or used token")
+        del self._pending[token]
         upgrade = ",".join(headers.get("upgrade", [])).lower()
         if "spdy/3.1" not in upgrade:
             return await _respond(writer, 400, "this server upgrades to SPDY/3.1 only")
         offered = [
             p.strip() for v in headers.get("x-stream-protocol-version", []) for p in v.split(",")
         ]
-        if PROTOCOL not in offered:
-            return await _respond(writer, 403, f"protocol {PROTOCOL} not offered")
+        protocol = PROTOCOL if kind == "exec" else PORT_FORWARD_PROTOCOL
+        if protocol not in offered:
+            return await _respond(writer, 403, f"protocol {protocol} not offered")
         writer.write(
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
-            b"Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: " + PROTOCOL.encode() + b"\r\n\r\n"
+            b"Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: " + protocol.encode() + b"\r\n\r\n"
         )
         await writer.drain()
         session = Session(reader, writer)
         reading = asyncio.create_task(session.run())
         try:
-            await self._exec(session, pending.request)
+            if kind == "exec":
+                await self._exec(session, pending.request)
+            else:
+                await self._port_forward(session, pending.request)
         finally:
             await session.go_away()
             reading.cancel()
@@ -215,6 +239,61 @@ class StreamingServer:
                 "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
             }
         await _finish(streams, status)
+
+    # -- port forwarding -------------------------------------------------------------
+
+    async def _port_forward(self, session: Session, request: cri.PortForwardRequest) -> None:
+        """Serve the client's connections until it goes away: each a pair of streams."""
+        pairs: dict[str, dict[str, Stream]] = {}
+        forwards: set[asyncio.Task[None]] = set()
+        try:
+            while (stream := await session.opened.get()) is not None:
+                request_id = stream.headers.get("requestid", "")
+                pair = pairs.setdefault(request_id, {})
+                pair[stream.headers.get("streamtype", "")] = stream
+                if {"error", "data"} <= pair.keys():
+                    del pairs[request_id]
+                    task = asyncio.create_task(self._forward(request, pair))
+                    forwards.add(task)
+                    task.add_done_callback(forwards.discard)
+        finally:
+            for task in forwards:
+                task.cancel()
+
+    async def _forward(self, request: cri.PortForwardRequest, pair: dict[str, Stream]) -> None:
+        error, data = pair["error"], pair["data"]
+        try:
+            port = int(data.headers.get("port", ""))
+            if request.port and port not in request.port:
+                raise InvalidArgument(f"port {port} was not asked for")
+            conn = await asyncio.to_thread(self._executor.dial, request.pod_sandbox_id, port)
+        except (ValueError, OSError, BerthError) as e:
+            with contextlib.suppress(ConnectionError):
+                await error.write(f"error forwarding port: {e}".encode())
+                await error.close()
+                await data.close()
+            return
+        reader, writer = await asyncio.open_connection(sock=conn)
+
+        async def to_pod() -> None:
+            while chunk := await data.read():
+                writer.write(chunk)
+                await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+
+        sending = asyncio.create_task(to_pod())
+        try:
+            while chunk := await reader.read(COPY_CHUNK):
+                await data.write(chunk)
+        except ConnectionError:
+            pass
+        finally:
+            sending.cancel()
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await data.close()
+                await error.close()
 
 
 async def _finish(streams: dict[str, Stream], status: dict[str, Any]) -> None:

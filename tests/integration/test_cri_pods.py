@@ -14,6 +14,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -785,4 +786,55 @@ def test_exec_through_the_streaming_server_with_kubernetes_own_client(
                 runtime.Exec(bad, timeout=30)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+
+
+CRIPORTFORWARD = "/opt/berth/bin/criportforward"  # client-go's port forwarder
+
+
+@pytest.mark.skipif(not os.access(CRIPORTFORWARD, os.X_OK), reason="not built (install.sh)")
+def test_port_forward_with_kubernetes_own_client(
+    runtime: api_pb2_grpc.RuntimeServiceStub, busybox: str, tmp_path: Path
+) -> None:
+    pod = pod_config("forwarded", tmp_path / "pods")
+    pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
+    forwarders: list[subprocess.Popen[str]] = []
+    try:
+        config = container_config(
+            "web", busybox, "httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/etc"
+        )
+        request = cri.CreateContainerRequest(
+            pod_sandbox_id=pod_id, config=config, sandbox_config=pod
+        )
+        container_id = runtime.CreateContainer(request, timeout=60).container_id
+        runtime.StartContainer(cri.StartContainerRequest(container_id=container_id), timeout=60)
+
+        def forward(remote: int) -> int:
+            local = free_port()
+            reply = runtime.PortForward(
+                cri.PortForwardRequest(pod_sandbox_id=pod_id, port=[remote]), timeout=30
+            )
+            proc = subprocess.Popen([CRIPORTFORWARD, reply.url, f"{local}:{remote}"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)  # fmt: skip
+            forwarders.append(proc)
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+            return local
+
+        # httpd listens on the pod's loopback only: reachable through the forward alone.
+        local = forward(8080)
+
+        def fetch(port: int) -> bytes:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/passwd", timeout=10) as r:
+                return bytes(r.read())
+
+        wait_until(lambda: b"root:x:0:0" in fetch(local), 30, what="httpd through the forward")
+        for _ in range(3):  # each connection its own pair of streams
+            assert b"root:x:0:0" in fetch(local)
+        closed = forward(9)  # nothing listens there
+        with pytest.raises((ConnectionError, urllib.error.URLError)):  # closed on the client
+            fetch(closed)
+    finally:
+        for proc in forwarders:
+            proc.communicate(timeout=30)  # closing its stdin stops it
         runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
