@@ -271,7 +271,8 @@ class Pods:
                     container.set_labels({IP_LABEL: addresses[0].partition("/")[0]})
             task.start()
         except BaseException:
-            self._teardown_network(sandbox_id)
+            with contextlib.suppress(berth.BerthError):  # the first error is the news
+                self._teardown_network(sandbox_id)
             if task is not None:
                 with contextlib.suppress(berth.BerthError):
                     task.delete(force=True)
