@@ -337,19 +337,23 @@ def terminal(pty: Stream | None = None, *, fifo_dir: str | None = None) -> Creat
     return Creator(pty, pty, terminal=True, fifo_dir=fifo_dir)
 
 
-def log_file(path: str | os.PathLike[str]) -> Creator:
-    """stdout and stderr appended to ``path`` by the shim, so they outlive this client."""
-    uri = "file://" + os.path.abspath(path)
-    return _Fixed(IOConfig(stdout=uri, stderr=uri))
+def log_file(
+    path: str | os.PathLike[str], *, stdin: str = "", terminal: bool = False
+) -> Creator:
+    """stdout and stderr appended to ``path`` by the shim, so they outlive this client.
+    ``stdin``: a FIFO the process reads from (whoever opens it for writing feeds it; the
+    process sees the end when the last writer closes)."""
+    return log_uri("file://" + os.path.abspath(path), stdin=stdin, terminal=terminal)
 
 
-def log_uri(uri: str) -> Creator:
+def log_uri(uri: str, *, stdin: str = "", terminal: bool = False) -> Creator:
     """stdout and stderr to a log URI the shim serves (``ctr run --log-uri``):
     ``file:///path``, or ``binary:///path/to/logger?key=value`` for a logger process the
-    shim starts with the output on its pipes. A plain path means ``file://``."""
+    shim starts with the output on its pipes. A plain path means ``file://``. ``stdin``
+    and ``terminal`` as for :func:`log_file`."""
     if "://" not in uri:
-        return log_file(uri)
-    return _Fixed(IOConfig(stdout=uri, stderr=uri))
+        uri = "file://" + os.path.abspath(uri)
+    return _Fixed(IOConfig(stdin=stdin, stdout=uri, stderr=uri, terminal=terminal))
 
 
 def null_io() -> Creator:

@@ -134,6 +134,7 @@ class Pods:
         self._images = images
         self._settings = settings
         self._cpu = CpuRates()
+        self._stdin_keepers: dict[str, int] = {}
         # Which pod a container was in, for events about containers already gone.
         self._pod_of: dict[str, str] = {}
 
@@ -499,15 +500,50 @@ class Pods:
         if not self._sandbox_state(self._find(SANDBOX, sandbox_id)).ready:
             raise FailedPrecondition(f"pod sandbox {sandbox_id} is not ready")
         log_path = self._log_path(container, config)
-        creator = cio.log_uri(f"file://{log_path}?format=cri") if log_path else cio.null_io()
+        # Without a log file the output goes nowhere, as with containerd.
+        target = f"file://{log_path}?format=cri" if log_path else "file:///dev/null"
+        stdin = self._stdin_fifo(container.id) if config.stdin else None
+        if stdin is not None:
+            stdin.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkfifo(stdin, 0o600)
+        creator = cio.log_uri(target, stdin=str(stdin or ""), terminal=config.tty)
         task = container.new_task(creator)
         try:
             task.start()
+            if stdin is not None and not config.stdin_once:
+                # A writer of our own keeps the input open between attaches (kept while
+                # this process lives, as containerd's CRI keeps its end).
+                self._stdin_keepers[container.id] = os.open(stdin, os.O_WRONLY | os.O_NONBLOCK)
         except BaseException:
             with contextlib.suppress(Exception):
                 task.delete(force=True)
             raise
         container.set_labels({STARTED_LABEL: str(time.time_ns())})
+
+    def _stdin_fifo(self, container_id: str) -> Path:
+        return Path(self._settings.state_dir, "containers", container_id, "stdin")
+
+    def attach_target(self, request: cri.AttachRequest) -> AttachTarget:
+        """What an attach to the container reads and writes: its CRI log, its stdin."""
+        from berth.task import Status
+
+        container = self._find(CONTAINER, request.container_id)
+        task = self._task(container)
+        if task is None or task.status() != Status.RUNNING:
+            raise FailedPrecondition(f"container {container.id} is not running")
+        config = self._extension(container, CONTAINER_CONFIG, cri.ContainerConfig())
+        if request.stdin and not config.stdin:
+            raise InvalidArgument(f"container {container.id} was not created with stdin")
+        if request.tty != config.tty:
+            raise InvalidArgument(f"container {container.id}: tty is {config.tty}")
+        stdin = self._stdin_fifo(container.id) if request.stdin else None
+        return AttachTarget(container.id, self._log_path(container, config), stdin, task)
+
+    def release_stdin(self, container_id: str) -> None:
+        keeper = self._stdin_keepers.pop(container_id, None)
+        if keeper is not None:
+            os.close(keeper)
 
     def stop_container(self, wanted: str, timeout: int) -> None:
         """The stop signal, ``timeout`` seconds, then SIGKILL; a container that is not
@@ -540,6 +576,8 @@ class Pods:
         task = self._task(container)
         if task is not None:
             task.delete(force=True)
+        self.release_stdin(container.id)
+        shutil.rmtree(self._stdin_fifo(container.id).parent, ignore_errors=True)
         container.delete()
 
     def _container_state(
@@ -821,6 +859,22 @@ class Pods:
             with contextlib.suppress(Exception):
                 process.delete(force=True)
         return out.getvalue(), err.getvalue(), status.code
+
+
+@dataclass(frozen=True)
+class AttachTarget:
+    container_id: str
+    log_path: str  # "" when the container logs nowhere
+    stdin: Path | None
+    task: berth.Task
+
+    def running(self) -> bool:
+        from berth.task import Status
+
+        return self.task.status() == Status.RUNNING
+
+    def resize(self, width: int, height: int) -> None:
+        self.task.resize(width, height)
 
 
 class RunningExec:

@@ -290,6 +290,16 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             raise FailedPrecondition(f"container {state.id} is not running")
         return cri.ExecResponse(url=self._streaming.exec_url(request))
 
+    async def Attach(self, request: cri.AttachRequest, context: Context) -> cri.AttachResponse:
+        if self._streaming is None:
+            raise Unimplemented("CRI Attach: no streaming server")
+        if not (request.stdin or request.stdout or request.stderr):
+            raise InvalidArgument("one of stdin, stdout, or stderr must be set")
+        if request.tty and request.stderr:
+            raise InvalidArgument("tty and stderr cannot both be true")
+        await _run(self._pods.attach_target, request)  # refuses what cannot be attached
+        return cri.AttachResponse(url=self._streaming.attach_url(request))
+
     async def PortForward(
         self, request: cri.PortForwardRequest, context: Context
     ) -> cri.PortForwardResponse:

@@ -19,11 +19,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import queue
 import secrets
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from services.cri.spdy import ProtocolError, Session, Stream
@@ -59,6 +61,22 @@ class Executor(Protocol):
     def dial(self, sandbox_id: str, port: int) -> socket.socket:
         """A connection to ``port`` on the pod's own loopback."""
         ...
+
+    def attach_target(self, request: cri.AttachRequest) -> AttachTarget: ...
+
+
+class AttachTarget(Protocol):
+    """A running container to attach to: its CRI log (its output), its stdin FIFO."""
+
+    @property
+    def log_path(self) -> str: ...
+
+    @property
+    def stdin(self) -> Path | None: ...
+
+    def running(self) -> bool: ...
+
+    def resize(self, width: int, height: int) -> None: ...
 
 
 @dataclass
@@ -102,6 +120,9 @@ class StreamingServer:
 
     def port_forward_url(self, request: cri.PortForwardRequest) -> str:
         return self._url("portforward", request)
+
+    def attach_url(self, request: cri.AttachRequest) -> str:
+        return self._url("attach", request)
 
     def _url(self, kind: str, request: Any) -> str:
         now = time.monotonic()
@@ -156,7 +177,7 @@ class StreamingServer:
         offered = [
             p.strip() for v in headers.get("x-stream-protocol-version", []) for p in v.split(",")
         ]
-        protocol = PROTOCOL if kind == "exec" else PORT_FORWARD_PROTOCOL
+        protocol = PORT_FORWARD_PROTOCOL if kind == "portforward" else PROTOCOL
         if protocol not in offered:
             return await _respond(writer, 403, f"protocol {protocol} not offered")
         writer.write(
@@ -169,6 +190,8 @@ class StreamingServer:
         try:
             if kind == "exec":
                 await self._exec(session, pending.request)
+            elif kind == "attach":
+                await self._attach(session, pending.request)
             else:
                 await self._port_forward(session, pending.request)
         finally:
@@ -180,30 +203,9 @@ class StreamingServer:
     # -- the remote command ------------------------------------------------------------
 
     async def _exec(self, session: Session, request: cri.ExecRequest) -> None:
-        wanted = {"error"}
-        if request.stdin:
-            wanted.add("stdin")
-        if request.stdout:
-            wanted.add("stdout")
-        if request.stderr and not request.tty:
-            wanted.add("stderr")
-        if request.tty:
-            wanted.add("resize")
-        streams: dict[str, Stream] = {}
-        deadline = time.monotonic() + STREAM_CREATION_TIMEOUT
-        while not wanted <= streams.keys():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return  # the client never opened them all; it gets nothing
-            try:
-                stream = await asyncio.wait_for(session.opened.get(), remaining)
-            except TimeoutError:
-                return
-            if stream is None:
-                return
-            kind = stream.headers.get("streamtype", "")
-            if kind in wanted:
-                streams[kind] = stream
+        streams = await _collect_streams(session, request)
+        if streams is None:
+            return  # the client never opened them all; it gets nothing
         loop = asyncio.get_running_loop()
         stdin = _QueueReader() if "stdin" in streams else None
         stdout = _StreamWriter(streams["stdout"], loop) if "stdout" in streams else None
@@ -239,6 +241,37 @@ class StreamingServer:
                 "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
             }
         await _finish(streams, status)
+
+    # -- attach ----------------------------------------------------------------------
+
+    async def _attach(self, session: Session, request: cri.AttachRequest) -> None:
+        """The container's own output, followed in its CRI log from now on, and its
+        stdin (a FIFO the shim reads), until the container or the client is done."""
+        streams = await _collect_streams(session, request)
+        if streams is None:
+            return
+        try:
+            target = await asyncio.to_thread(self._executor.attach_target, request)
+        except BerthError as e:
+            await _finish(streams, {"status": "Failure", "message": str(e),
+                                    "reason": "InternalError"})  # fmt: skip
+            return
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(_follow_log(target.log_path, streams, request.tty, stop))]
+        if "stdin" in streams and target.stdin is not None:
+            tasks.append(asyncio.create_task(_feed_fifo(streams["stdin"], target.stdin)))
+        if "resize" in streams:
+            tasks.append(asyncio.create_task(_pump_resizes(streams["resize"], target)))
+        try:
+            while not session.closed and await asyncio.to_thread(target.running):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(session.opened.get()), 0.5)
+        finally:
+            stop.set()
+            await tasks[0]  # the last of the output, up to the exit
+            for task in tasks[1:]:
+                task.cancel()
+        await _finish(streams, {"status": "Success"})
 
     # -- port forwarding -------------------------------------------------------------
 
@@ -296,6 +329,124 @@ class StreamingServer:
                 await error.close()
 
 
+async def _collect_streams(session: Session, request: Any) -> dict[str, Stream] | None:
+    """The streams a remote command asks for, once the client opened them all (None if it
+    does not within the time allowed, or goes away)."""
+    wanted = {"error"}
+    if request.stdin:
+        wanted.add("stdin")
+    if request.stdout:
+        wanted.add("stdout")
+    if request.stderr and not request.tty:
+        wanted.add("stderr")
+    if request.tty:
+        wanted.add("resize")
+    streams: dict[str, Stream] = {}
+    deadline = time.monotonic() + STREAM_CREATION_TIMEOUT
+    while not wanted <= streams.keys():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            stream = await asyncio.wait_for(session.opened.get(), remaining)
+        except TimeoutError:
+            return None
+        if stream is None:
+            return None
+        kind = stream.headers.get("streamtype", "")
+        if kind in wanted:
+            streams[kind] = stream
+    return streams
+
+
+async def _follow_log(
+    path: str, streams: dict[str, Stream], tty: bool, stop: asyncio.Event
+) -> None:
+    """Copy the records written to a CRI log from now on to the client's streams
+    (following the file through rotation) until ``stop``, then what is left."""
+    if not path:
+        await stop.wait()
+        return
+    handle = None
+    pending = b""
+    try:
+        handle = _open_at_end(path)
+        while True:
+            stopping = stop.is_set()
+            chunk = handle.read(65536) if handle is not None else b""
+            if chunk:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    await _send_record(line, streams, tty)
+                continue
+            if stopping:
+                return
+            handle = _reopened(path, handle)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.1)
+    except ConnectionError:
+        return
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _open_at_end(path: str) -> Any:
+    """The log, positioned after what it holds already (None if it is not there yet)."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - the follower closes it
+    except OSError:
+        return None
+    handle.seek(0, os.SEEK_END)
+    return handle
+
+
+def _reopened(path: str, handle: Any) -> Any:
+    """``handle``, or the file now at ``path`` when the log was rotated."""
+    try:
+        on_disk = os.stat(path)
+    except OSError:
+        return handle
+    if handle is not None and os.fstat(handle.fileno()).st_ino == on_disk.st_ino:
+        return handle
+    if handle is not None:
+        handle.close()
+    try:
+        return open(path, "rb")
+    except OSError:
+        return None
+
+
+async def _send_record(line: bytes, streams: dict[str, Stream], tty: bool) -> None:
+    parts = line.split(b" ", 3)
+    if len(parts) < 3:
+        return
+    stream_name = "stdout" if tty else parts[1].decode(errors="replace")
+    text = parts[3] if len(parts) == 4 else b""
+    target = streams.get(stream_name)
+    if target is not None:
+        await target.write(text + (b"\n" if parts[2] == b"F" else b""))
+
+
+async def _feed_fifo(stream: Stream, fifo: Path) -> None:
+    """The client's stdin into the container's stdin FIFO; closing our end at its end."""
+    fd = await asyncio.to_thread(os.open, fifo, os.O_WRONLY)
+    try:
+        while data := await stream.read():
+            await asyncio.to_thread(_write_all, fd, data)
+    except OSError:
+        pass  # the container went away
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 async def _finish(streams: dict[str, Stream], status: dict[str, Any]) -> None:
     body = {"metadata": {}, **status}
     with contextlib.suppress(ConnectionError):
@@ -310,7 +461,7 @@ async def _pump_stdin(stream: Stream, stdin: _QueueReader) -> None:
     stdin.end()
 
 
-async def _pump_resizes(stream: Stream, running: ExecSession) -> None:
+async def _pump_resizes(stream: Stream, running: ExecSession | AttachTarget) -> None:
     decoder, pending = json.JSONDecoder(), ""
     while data := await stream.read():
         pending += data.decode(errors="replace")

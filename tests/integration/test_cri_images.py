@@ -68,9 +68,9 @@ def test_rpcs_not_served_yet_are_unimplemented_clearly(
     runtime: api_pb2_grpc.RuntimeServiceStub,
 ) -> None:
     with pytest.raises(grpc.RpcError) as err:
-        runtime.Attach(cri.AttachRequest(container_id="x", stdout=True), timeout=10)
+        runtime.CheckpointContainer(cri.CheckpointContainerRequest(container_id="x"), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "Attach" in (err.value.details() or "")
+    assert "CheckpointContainer" in (err.value.details() or "")
 
 
 def test_pull_status_list_remove(

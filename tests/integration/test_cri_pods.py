@@ -838,3 +838,76 @@ def test_port_forward_with_kubernetes_own_client(
         for proc in forwarders:
             proc.communicate(timeout=30)  # closing its stdin stops it
         runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+
+
+@pytest.mark.skipif(not os.access(CRIEXEC, os.X_OK), reason="criexec not built (install.sh)")
+def test_attach_with_kubernetes_own_client(
+    runtime: api_pb2_grpc.RuntimeServiceStub, busybox: str, tmp_path: Path
+) -> None:
+    pod = pod_config("attached", tmp_path / "pods")
+    pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
+    try:
+
+        def start(name: str, script: str, **kw: bool) -> str:
+            config = container_config(name, busybox, "sh", "-c", script)
+            for key, value in kw.items():
+                setattr(config, key, value)
+            request = cri.CreateContainerRequest(
+                pod_sandbox_id=pod_id, config=config, sandbox_config=pod
+            )
+            container_id = runtime.CreateContainer(request, timeout=60).container_id
+            runtime.StartContainer(cri.StartContainerRequest(container_id=container_id))
+            return container_id
+
+        # kubectl attach -i to a container reading its stdin (stdinOnce, as kubectl run -i).
+        reader = start("reader", 'while read line; do echo "got $line"; done; echo bye',
+                       stdin=True, stdin_once=True)  # fmt: skip
+        attach = runtime.Attach(
+            cri.AttachRequest(container_id=reader, stdin=True, stdout=True, stderr=True)
+        )
+        done = subprocess.run([CRIEXEC, "-stdin", attach.url], input="a\nb\n",
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert (done.returncode, done.stdout) == (0, "got a\ngot b\nbye\n"), done
+
+        # Output only: from the moment of attaching, both streams, until the container ends.
+        script = (
+            "i=0; while [ $i -lt 30 ]; do i=$((i+1)); echo out $i; echo err $i >&2; sleep 0.1; done"
+        )
+        talker = start("talker", script)
+        attach = runtime.Attach(cri.AttachRequest(container_id=talker, stdout=True, stderr=True))
+        seen = subprocess.run([CRIEXEC, attach.url], capture_output=True, text=True, timeout=120)
+        out = [int(line.split()[1]) for line in seen.stdout.splitlines()]
+        err = [int(line.split()[1]) for line in seen.stderr.splitlines()]
+        assert out and out == list(range(out[0], 31)), seen
+        assert err and err == list(range(err[0], 31)), seen
+
+        with pytest.raises(grpc.RpcError) as denied:  # no stdin to attach to
+            runtime.Attach(cri.AttachRequest(container_id=talker, stdin=True, stdout=True))
+        assert denied.value.code() in (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.FAILED_PRECONDITION,
+        )
+    finally:
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+
+
+def test_a_container_with_a_terminal_logs_through_it(
+    runtime: api_pb2_grpc.RuntimeServiceStub, busybox: str, tmp_path: Path
+) -> None:
+    pod = pod_config("terminal", tmp_path / "pods")
+    pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
+    try:
+        config = container_config("tty", busybox, "sh", "-c", "echo on $(tty); sleep 600")
+        config.tty = True
+        request = cri.CreateContainerRequest(
+            pod_sandbox_id=pod_id, config=config, sandbox_config=pod
+        )
+        container_id = runtime.CreateContainer(request, timeout=60).container_id
+        runtime.StartContainer(cri.StartContainerRequest(container_id=container_id), timeout=60)
+        log = tmp_path / "pods" / "tty" / "0.log"
+        wait_until(lambda: bool(log_lines(log)), 30, what="the terminal's output in the log")
+        # A terminal ends its lines with CR LF; the record holds what the pty gave.
+        [(stream, text)] = log_lines(log)
+        assert stream == "stdout" and text.rstrip("\r") == "on /dev/pts/0"
+    finally:
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
