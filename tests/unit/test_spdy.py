@@ -16,12 +16,15 @@ def test_the_dictionary_is_the_protocols() -> None:
 
 
 def test_header_blocks_round_trip_across_a_session() -> None:
-    ours = spdy.Session(asyncio.StreamReader(), _NoWriter())  # type: ignore[arg-type]
-    theirs = spdy.Session(asyncio.StreamReader(), _NoWriter())  # type: ignore[arg-type]
-    # Two blocks in a row: the zlib stream carries on from one to the next.
-    for headers in ({"streamType": "stdout", "port": "80"}, {"streamtype": "error"}):
-        block = ours._encode_headers(headers)
-        assert theirs._decode_headers(block) == {k.lower(): v for k, v in headers.items()}
+    async def check() -> None:
+        ours = spdy.Session(asyncio.StreamReader(), _NoWriter())  # type: ignore[arg-type]
+        theirs = spdy.Session(asyncio.StreamReader(), _NoWriter())  # type: ignore[arg-type]
+        # Two blocks in a row: the zlib stream carries on from one to the next.
+        for headers in ({"streamType": "stdout", "port": "80"}, {"streamtype": "error"}):
+            block = ours._encode_headers(headers)
+            assert theirs._decode_headers(block) == {k.lower(): v for k, v in headers.items()}
+
+    asyncio.run(check())  # a stream reader belongs to a loop
 
 
 class _NoWriter:
