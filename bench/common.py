@@ -30,18 +30,19 @@ def berth_suite() -> Iterator[Suite]:
 
 
 @contextlib.contextmanager
-def containerd(root_dir: Path | None = None) -> Iterator[str]:
-    """Debian's containerd on private dirs; yields its socket address."""
+def containerd(root_dir: Path | None = None, cri_plugin: str = "") -> Iterator[str]:
+    """Debian's containerd on private dirs; yields its socket address. Its CRI plugin is
+    off unless ``cri_plugin`` gives that plugin's configuration (TOML tables)."""
     base = Path(tempfile.mkdtemp(prefix="bench-containerd-", dir=str(root_dir or "/tmp")))
     address = str(base / "containerd.sock")
     config = base / "config.toml"
     config.write_text(
         "version = 2\n"
         f'root = "{base / "root"}"\nstate = "{base / "state"}"\n'
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-        f'[grpc]\naddress = "{address}"\n'
+        + ("" if cri_plugin else 'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n')
+        + f'[grpc]\naddress = "{address}"\n'
         f'[ttrpc]\naddress = "{address}.ttrpc"\n'
-        '[debug]\nlevel = "warn"\n'
+        '[debug]\nlevel = "warn"\n' + cri_plugin
     )
     log = open(base / "containerd.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
