@@ -887,6 +887,10 @@ class RunningExec:
     def resize(self, width: int, height: int) -> None:
         self._process.resize(width, height)
 
+    def kill(self) -> None:
+        with contextlib.suppress(Exception):  # it may have ended meanwhile
+            self._process.kill(signal.SIGKILL)
+
     def finish(self) -> int:
         code = int(self._exited.result().code)
         with contextlib.suppress(Exception):

@@ -48,6 +48,8 @@ class ExecSession(Protocol):
 
     def resize(self, width: int, height: int) -> None: ...
 
+    def kill(self) -> None: ...
+
     def finish(self) -> int:
         """Wait for the exit and for the output to be copied; the exit code."""
         ...
@@ -224,9 +226,17 @@ class StreamingServer:
             pumps.append(asyncio.create_task(_pump_stdin(streams["stdin"], stdin)))
         if "resize" in streams:
             pumps.append(asyncio.create_task(_pump_resizes(streams["resize"], running)))
+        finishing = asyncio.create_task(asyncio.to_thread(running.finish))
+        gone = asyncio.create_task(_session_over(session))
         try:
-            code = await asyncio.to_thread(running.finish)
+            await asyncio.wait({finishing, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not finishing.done():
+                # The client went away (kubectl interrupted): the command goes too, as
+                # containerd ends an exec whose stream is gone.
+                await asyncio.to_thread(running.kill)
+            code = await finishing
         finally:
+            gone.cancel()
             if stdin is not None:
                 stdin.end()
             for pump in pumps:
@@ -264,8 +274,7 @@ class StreamingServer:
             tasks.append(asyncio.create_task(_pump_resizes(streams["resize"], target)))
         try:
             while not session.closed and await asyncio.to_thread(target.running):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(session.opened.get()), 0.5)
+                await asyncio.sleep(0.5)
         finally:
             stop.set()
             await tasks[0]  # the last of the output, up to the exit
@@ -327,6 +336,12 @@ class StreamingServer:
             with contextlib.suppress(ConnectionError):
                 await data.close()
                 await error.close()
+
+
+async def _session_over(session: Session) -> None:
+    """Returns once the client has gone (the session's stream queue ends)."""
+    while await session.opened.get() is not None:
+        pass
 
 
 async def _collect_streams(session: Session, request: Any) -> dict[str, Stream] | None:

@@ -771,6 +771,17 @@ def test_exec_through_the_streaming_server_with_kubernetes_own_client(
         shell = url("sh", "-c", "sleep 1; stty size; tty", stdin=True, stdout=True, tty=True)
         sized = criexec(shell, "-stdin", "-tty", "-cols", "123", "-rows", "45")
         assert sized.returncode == 0 and sized.stdout.splitlines()[0] == "45 123", sized
+        # kubectl interrupted: the command in the container ends with its connection.
+        abandoned = subprocess.Popen([CRIEXEC, url("sleep", "301", stdout=True)])
+
+        def sleepers() -> str:
+            reply = runtime.ExecSync(cri.ExecSyncRequest(container_id=container_id, cmd=["ps"]))
+            return str(reply.stdout.decode())
+
+        wait_until(lambda: "sleep 301" in sleepers(), 30, what="the exec to run")
+        abandoned.kill()
+        abandoned.wait(30)
+        wait_until(lambda: "sleep 301" not in sleepers(), 30, what="the exec to be ended")
         # A URL is good once.
         used = url("true", stdout=True)
         assert criexec(used).returncode == 0
