@@ -3,8 +3,8 @@
 # tests/tools/criexec (client-go's SPDY remote command executor, what kubelet and
 # kubectl run for exec) and tests/tools/criportforward (its port forwarder), built
 # from Debian 13's Go toolchain and client-go sources unpacked into
-# /opt/berth/go-trixie. The binaries go to /opt/berth/bin; nothing is built again
-# while their sources are unchanged.
+# /opt/berth/go-trixie for the build and removed after. The binaries go to
+# /opt/berth/bin; nothing is fetched or built again while their sources are unchanged.
 set -euo pipefail
 source "$(dirname "$0")/lib/trixie.sh"
 
@@ -47,3 +47,5 @@ done
 echo "$stamp" > "$BIN/cri-tools.sha256"
 rm -f "$BIN/criexec.sha256"
 echo "${TOOLS[*]} built with $("$go" version)"
+# The binaries are static: the toolchain and sources (~600 MB) need not stay.
+rm -rf "$ROOT"
