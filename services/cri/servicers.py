@@ -8,6 +8,7 @@ saying so, as containerd 1.7 does for ``CheckpointContainer``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
@@ -21,11 +22,12 @@ from services.cri.stats import Usage
 from services.cri.streaming import StreamingServer, check_exec_request
 from shared.api.cri.runtime.v1 import api_pb2 as cri
 from shared.api.cri.runtime.v1 import api_pb2_grpc
-from shared.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from shared.errors import BerthError, FailedPrecondition, InvalidArgument, Unimplemented
 from shared.events.bus import EventBus
 from shared.version import BERTH_VERSION
 
 Context = grpc.aio.ServicerContext[Any, Any]
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RUNTIME_NAME = "berth"
@@ -328,7 +330,12 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             event = events.lifecycle_event(envelope)
             if event is None:
                 continue
-            sandbox, containers = await _run(self._pods.event_statuses, event.container_id)
+            try:
+                sandbox, containers = await _run(self._pods.event_statuses, event.container_id)
+            except BerthError as e:
+                # The event still goes out: kubelet relists what it cannot learn here.
+                log.warning("statuses for the event of %s: %s", event.container_id, e)
+                sandbox, containers = None, []
             reply = cri.ContainerEventResponse(
                 container_id=event.container_id,
                 container_event_type=event.kind,  # type: ignore[arg-type]

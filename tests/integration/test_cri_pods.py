@@ -6,7 +6,6 @@ grace, removal (idempotent, as critest checks), and nothing left behind."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -590,11 +589,15 @@ def test_container_events_for_kubelets_evented_pleg(
     stream = runtime.GetContainerEvents(cri.GetEventsRequest())
     stream.initial_metadata()  # the subscription is live: nothing after this is missed
     seen: list[cri.ContainerEventResponse] = []
+    failed: list[grpc.RpcError] = []
 
     def read() -> None:
-        with contextlib.suppress(grpc.RpcError):  # cancelled at the end
+        try:
             for event in stream:
                 seen.append(event)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:  # cancelled at the end
+                failed.append(e)
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -609,6 +612,7 @@ def test_container_events_for_kubelets_evented_pleg(
         runtime.StartContainer(cri.StartContainerRequest(container_id=container_id), timeout=60)
 
         def kinds(of: str) -> list[int]:
+            assert not failed, f"the event stream broke: {failed[0]}"
             return [e.container_event_type for e in list(seen) if e.container_id == of]
 
         wait_until(lambda: cri.CONTAINER_STOPPED_EVENT in kinds(container_id), 30,
