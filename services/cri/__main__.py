@@ -51,6 +51,13 @@ async def follow_ooms(bus: EventBus, pods: Pods) -> None:
     )
 
 
+async def follow_changes(bus: EventBus, pods: Pods) -> None:
+    """Clear the listing cache whenever a container or task of k8s.io changes."""
+    changes = f'namespace=={NAMESPACE},topic~="^/(containers|tasks)/"'
+    async for _ in bus.subscribe([changes]):
+        pods.listing.invalidate()
+
+
 def network_check(conf_dir: str) -> tuple[bool, str]:
     """Whether a CNI network is configured, and why not (containerd's wording)."""
     try:
@@ -100,6 +107,7 @@ async def setup(svc: ServiceProcess) -> None:
     images = CriImages(client, snapshotter)
     pods = Pods(client, images, pod_settings)
     svc.spawn(follow_ooms(bus, pods), name="OOM follower")
+    svc.spawn(follow_changes(bus, pods), name="listing cache invalidation")
     streaming = StreamingServer(
         pods,
         str(settings.get("stream_server_address") or "127.0.0.1"),

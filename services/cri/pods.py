@@ -16,12 +16,14 @@ Logs are written by each container's shim in the CRI format (``file://...?format
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import secrets
 import shutil
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -106,9 +108,8 @@ def _ns(dt: Any) -> int:
 
 class _View:
     """What one call reads of the suite, each part read at most once: every task of
-    the namespace (one ``Tasks.List``) and every sandbox record (one ``List``). kubelet
-    lists pods and containers every second; a listing costs two calls, not several
-    per container."""
+    the namespace (one ``Tasks.List``) and every sandbox record (one ``List``), both
+    from the listing cache when it is current."""
 
     def __init__(self, pods: Pods) -> None:
         self._pods = pods
@@ -117,13 +118,75 @@ class _View:
 
     def task(self, container_id: str) -> TaskInfo | None:
         if self._tasks is None:
-            self._tasks = {t.container_id: t for t in self._pods.client.tasks()}
+            self._tasks = self._pods.listing.tasks()
         return self._tasks.get(container_id)
 
     def sandbox(self, sandbox_id: str) -> berth.Container | None:
         if self._sandboxes is None:
             self._sandboxes = {c.id: c for c in self._pods.records(SANDBOX)}
         return self._sandboxes.get(sandbox_id)
+
+
+class _Listing:
+    """The namespace's tasks and CRI records as last read, for kubelet's relists.
+
+    kubelet lists pods and containers every second; reading them anew each time costs
+    tens of milliseconds of gRPC. What was read stays good until something changes:
+    this process's own changes, and the suite's ``/containers/*`` and ``/tasks/*``
+    events in ``k8s.io`` (containerd's CRI keeps its store current the same way), clear
+    it; and it is read again after ``MAX_AGE`` whatever happens, should an event be lost.
+    """
+
+    MAX_AGE = 10.0
+
+    def __init__(self, client: berth.Client) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._tasks: tuple[float, dict[str, TaskInfo]] | None = None
+        self._records: dict[str, tuple[float, list[berth.Container]]] = {}
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._tasks = None
+            self._records.clear()
+
+    def tasks(self) -> dict[str, TaskInfo]:
+        with self._lock:
+            cached, generation = self._tasks, self._generation
+        if cached is not None and time.monotonic() - cached[0] < self.MAX_AGE:
+            return cached[1]
+        fresh = {t.container_id: t for t in self._client.tasks()}
+        with self._lock:
+            if generation == self._generation:  # nothing changed while we read
+                self._tasks = (time.monotonic(), fresh)
+        return fresh
+
+    def records(self, kind: str) -> list[berth.Container]:
+        with self._lock:
+            cached, generation = self._records.get(kind), self._generation
+        if cached is not None and time.monotonic() - cached[0] < self.MAX_AGE:
+            return cached[1]
+        fresh = self._client.containers(f'labels."{KIND_LABEL}"=={kind}')
+        with self._lock:
+            if generation == self._generation:
+                self._records[kind] = (time.monotonic(), fresh)
+        return fresh
+
+
+def _changes(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A method that changes the suite: the listing cache is cleared before and after."""
+
+    @functools.wraps(method)
+    def wrapper(self: Pods, *args: Any, **kwargs: Any) -> Any:
+        self.listing.invalidate()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.listing.invalidate()
+
+    return wrapper
 
 
 class Pods:
@@ -134,6 +197,7 @@ class Pods:
         self._images = images
         self._settings = settings
         self._cpu = CpuRates()
+        self.listing = _Listing(client)
         self._stdin_keepers: dict[str, int] = {}
         # Which pod a container was in, for events about containers already gone.
         self._pod_of: dict[str, str] = {}
@@ -159,7 +223,7 @@ class Pods:
         return self._client
 
     def records(self, kind: str) -> list[berth.Container]:
-        return self._client.containers(f'labels."{KIND_LABEL}"=={kind}')
+        return self.listing.records(kind)
 
     def _find(self, kind: str, wanted: str) -> berth.Container:
         """The record of ``kind`` whose ID is ``wanted`` or starts with it (as crictl
@@ -196,6 +260,7 @@ class Pods:
 
     # -- sandboxes -----------------------------------------------------------------
 
+    @_changes
     def run_sandbox(self, config: cri.PodSandboxConfig) -> str:
         import berth
         from berth import cio, oci
@@ -288,6 +353,7 @@ class Pods:
             sandbox_id, self._settings.cni_plugin_dirs, self._settings.cni_cache_dir
         )
 
+    @_changes
     def stop_sandbox(self, wanted: str) -> None:
         """Stop every container of the pod and the sandbox; absent is fine."""
         try:
@@ -303,6 +369,7 @@ class Pods:
             task.delete(force=True)
         _unmount_shm(self._shm_dir(sandbox.id))  # nothing of the pod runs to use it
 
+    @_changes
     def remove_sandbox(self, wanted: str) -> None:
         """Remove the pod: its containers, the sandbox, its snapshot; absent is fine."""
         try:
@@ -370,6 +437,7 @@ class Pods:
 
     # -- containers ----------------------------------------------------------------
 
+    @_changes
     def create_container(
         self, sandbox_id: str, config: cri.ContainerConfig, sandbox_config: cri.PodSandboxConfig
     ) -> str:
@@ -489,6 +557,7 @@ class Pods:
             return ""
         return os.path.join(pod.log_directory, config.log_path)
 
+    @_changes
     def start_container(self, wanted: str) -> None:
         from berth import cio
 
@@ -545,6 +614,7 @@ class Pods:
         if keeper is not None:
             os.close(keeper)
 
+    @_changes
     def stop_container(self, wanted: str, timeout: int) -> None:
         """The stop signal, ``timeout`` seconds, then SIGKILL; a container that is not
         running (or not there) is fine."""
@@ -568,6 +638,7 @@ class Pods:
                 return
         _kill_and_reap(task, exited)
 
+    @_changes
     def remove_container(self, wanted: str) -> None:
         try:
             container = self._find(CONTAINER, wanted)
@@ -661,6 +732,7 @@ class Pods:
             self._pod_of.clear()
         self._pod_of[container_id] = sandbox_id
 
+    @_changes
     def mark_oom(self, container_id: str) -> None:
         """Remember that the kernel's OOM killer struck in the container (from the
         runtime's ``/tasks/oom``), for its status to say ``OOMKilled``."""
@@ -695,6 +767,7 @@ class Pods:
 
     # -- resources and usage ---------------------------------------------------------
 
+    @_changes
     def update_resources(self, wanted: str, resources: cri.LinuxContainerResources) -> None:
         """New CPU and memory limits: into the record's spec (for a start to come) and
         into the running task, as containerd's CRI does."""
