@@ -926,3 +926,40 @@ def test_a_container_with_a_terminal_logs_through_it(
         assert stream == "stdout" and text.rstrip("\r") == "on /dev/pts/0"
     finally:
         runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+
+
+def test_listings_see_what_changed_behind_the_cris_back(
+    pod_suite: Suite, runtime: api_pb2_grpc.RuntimeServiceStub, busybox: str, tmp_path: Path
+) -> None:
+    pod = pod_config("changing", tmp_path / "pods")
+    pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
+    try:
+        config = container_config("brief", busybox, "sh", "-c", "sleep 2")
+        request = cri.CreateContainerRequest(
+            pod_sandbox_id=pod_id, config=config, sandbox_config=pod
+        )
+        container_id = runtime.CreateContainer(request, timeout=60).container_id
+        runtime.StartContainer(cri.StartContainerRequest(container_id=container_id), timeout=60)
+
+        def listed_state() -> int:
+            [container] = runtime.ListContainers(
+                cri.ListContainersRequest(filter=cri.ContainerFilter(id=container_id))
+            ).containers
+            return int(container.state)
+
+        assert listed_state() == cri.CONTAINER_RUNNING  # read, and now cached
+        # The exit comes as a bus event, well before the cache would expire by age.
+        wait_until(lambda: listed_state() == cri.CONTAINER_EXITED, 6,
+                   what="the exit in the listing")  # fmt: skip
+        # A change made with ctr behind the CRI's back is seen as well.
+        sandboxes = runtime.ListPodSandbox(cri.ListPodSandboxRequest()).items
+        assert [s.state for s in sandboxes if s.id == pod_id] == [cri.SANDBOX_READY]
+        pod_suite.ctr("tasks", "kill", "-s", "SIGKILL", pod_id, namespace="k8s.io")
+
+        def pod_state() -> list[int]:
+            listed = runtime.ListPodSandbox(cri.ListPodSandboxRequest()).items
+            return [int(s.state) for s in listed if s.id == pod_id]
+
+        wait_until(lambda: pod_state() == [cri.SANDBOX_NOTREADY], 6, what="the pod not ready")
+    finally:
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
