@@ -604,7 +604,9 @@ def test_container_events_for_kubelets_evented_pleg(
     pod = pod_config("watched", tmp_path / "pods")
     pod_id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
     try:
-        config = container_config("brief", busybox, "sh", "-c", "exit 3")
+        # A moment alive: the runtime may announce an instant exit before the start
+        # (noted on the issue); the mapping of events is what this test is about.
+        config = container_config("brief", busybox, "sh", "-c", "sleep 0.5; exit 3")
         request = cri.CreateContainerRequest(
             pod_sandbox_id=pod_id, config=config, sandbox_config=pod
         )
