@@ -11,10 +11,13 @@ a filter cannot see) answers ENOSYS, so that libcs fall back to ``clone``.
 from __future__ import annotations
 
 import errno
+import json
 import platform
+from pathlib import Path
 from typing import Any
 
-from berth._spec import Spec, SpecContext, linux_section
+from berth._spec import Spec, SpecContext, SpecOpt, linux_section
+from shared.errors import InvalidArgument
 
 # Grouped by what they are for; names the kernel of an architecture lacks are ignored.
 _ALLOWED = [
@@ -438,3 +441,20 @@ def with_default_seccomp(context: SpecContext, spec: Spec) -> None:
     """Filter system calls with the default profile (``ctr run --seccomp``; Kubernetes'
     ``RuntimeDefault``). Apply it after the options that set capabilities."""
     linux_section(spec)["seccomp"] = default_profile(spec)
+
+
+def with_seccomp_profile_file(path: str) -> SpecOpt:
+    """Filter system calls with the OCI seccomp profile in the JSON file at ``path``
+    (``ctr run --seccomp-profile``; Kubernetes' ``Localhost`` profiles). A file that
+    cannot be read or is no profile is InvalidArgument, at once."""
+    try:
+        profile = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise InvalidArgument(f"seccomp profile {path}: {e}") from None
+    if not isinstance(profile, dict) or "defaultAction" not in profile:
+        raise InvalidArgument(f"seccomp profile {path}: not an OCI seccomp profile")
+
+    def opt(context: SpecContext, spec: Spec) -> None:
+        linux_section(spec)["seccomp"] = profile
+
+    return opt

@@ -337,9 +337,7 @@ def terminal(pty: Stream | None = None, *, fifo_dir: str | None = None) -> Creat
     return Creator(pty, pty, terminal=True, fifo_dir=fifo_dir)
 
 
-def log_file(
-    path: str | os.PathLike[str], *, stdin: str = "", terminal: bool = False
-) -> Creator:
+def log_file(path: str | os.PathLike[str], *, stdin: str = "", terminal: bool = False) -> Creator:
     """stdout and stderr appended to ``path`` by the shim, so they outlive this client.
     ``stdin``: a FIFO the process reads from (whoever opens it for writing feeds it; the
     process sees the end when the last writer closes)."""

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from berth._seccomp import default_profile as default_seccomp_profile
-from berth._seccomp import with_default_seccomp
+from berth._seccomp import with_default_seccomp, with_seccomp_profile_file
 from berth._spec import (
     DEFAULT_CAPABILITIES,
     DEFAULT_PATH,
@@ -341,6 +341,7 @@ __all__ = [
     "with_rlimit",
     "with_root_path",
     "with_rootfs_readonly",
+    "with_seccomp_profile_file",
     "with_seccomp_unconfined",
     "with_selinux_label",
     "with_spec_from_file",

@@ -179,24 +179,10 @@ def _spec_options(flags: dict[str, Any], args: Sequence[str]) -> list[oci.SpecOp
         opts.append(oci.with_annotations(parse_pairs(flags["annotation"], "annotation")))
     # Last: the default profile depends on the capabilities set above.
     if flags["seccomp_profile"]:
-        opts.append(_seccomp_from_file(flags["seccomp_profile"]))
+        opts.append(oci.with_seccomp_profile_file(flags["seccomp_profile"]))
     elif flags["seccomp"]:
         opts.append(oci.with_default_seccomp)
     return opts
-
-
-def _seccomp_from_file(path: str) -> oci.SpecOpt:
-    try:
-        profile = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        fail(f"seccomp profile {path}: {e}", EXIT_USAGE)
-    if not isinstance(profile, dict) or "defaultAction" not in profile:
-        fail(f"seccomp profile {path}: not an OCI seccomp profile (no defaultAction)", EXIT_USAGE)
-
-    def opt(context: oci.SpecContext, spec: oci.Spec) -> None:
-        spec.setdefault("linux", {})["seccomp"] = profile
-
-    return opt
 
 
 def create_container(
@@ -268,7 +254,6 @@ def find_image(client: berth.Client, ref: str, platform: str = "") -> berth.Imag
 
 
 def _read_spec(path: str) -> dict[str, Any]:
-    import json
 
     try:
         spec = json.loads(Path(path).read_text())

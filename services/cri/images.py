@@ -15,7 +15,6 @@ import contextlib
 import json
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -307,7 +306,3 @@ def verbose_info(image: CriImage) -> dict[str, str]:
             sort_keys=True,
         )
     }
-
-
-def now_ns() -> int:
-    return time.time_ns()

@@ -1062,23 +1062,20 @@ def _proc_ns(kind: str) -> str:
 
 
 def _bind(mount: cri.Mount) -> dict[str, Any]:
+    from berth import oci
+
     if not mount.container_path or not mount.host_path:
         raise InvalidArgument("a mount needs a container path and a host path")
     if not Path(mount.host_path).exists():
         raise InvalidArgument(f"mount source {mount.host_path}: does not exist")
-    options = ["rbind", "ro" if mount.readonly else "rw"]
+    bind = oci.bind_mount(mount.host_path, mount.container_path, readonly=mount.readonly)
     propagation = {
         cri.PROPAGATION_PRIVATE: "rprivate",
         cri.PROPAGATION_HOST_TO_CONTAINER: "rslave",
         cri.PROPAGATION_BIDIRECTIONAL: "rshared",
     }.get(mount.propagation, "rprivate")
-    options.append(propagation)
-    return {
-        "destination": mount.container_path,
-        "type": "bind",
-        "source": mount.host_path,
-        "options": options,
-    }
+    bind["options"].append(propagation)
+    return bind
 
 
 def _annotations(
@@ -1230,29 +1227,13 @@ def _seccomp(profile: cri.SecurityProfile | None, legacy_path: str) -> list[Any]
         if legacy_path in ("runtime/default", "docker/default"):
             return [oci.with_default_seccomp]
         if legacy_path.startswith("localhost/"):
-            return [_seccomp_file(legacy_path.removeprefix("localhost"))]
+            return [oci.with_seccomp_profile_file(legacy_path.removeprefix("localhost"))]
         return []
     if profile.profile_type == cri.SecurityProfile.RuntimeDefault:
         return [oci.with_default_seccomp]
     if profile.profile_type == cri.SecurityProfile.Localhost:
-        return [_seccomp_file(profile.localhost_ref)]
+        return [oci.with_seccomp_profile_file(profile.localhost_ref)]
     return []
-
-
-def _seccomp_file(path: str) -> Callable[..., None]:
-    import json
-
-    try:
-        loaded = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise InvalidArgument(f"seccomp profile {path}: {e}") from None
-    if not isinstance(loaded, dict) or "defaultAction" not in loaded:
-        raise InvalidArgument(f"seccomp profile {path}: not an OCI seccomp profile")
-
-    def opt(context: Any, spec: dict[str, Any]) -> None:
-        spec.setdefault("linux", {})["seccomp"] = loaded
-
-    return opt
 
 
 SHM_OPTIONS = ("nosuid", "nodev", "noexec", "mode=1777", "size=65536k")  # containerd's

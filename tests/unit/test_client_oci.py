@@ -307,3 +307,17 @@ def test_whole_specs(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument):
         spec_for(oci.with_spec_from_file(path))
     assert spec_for(oci.with_default_path_env)["process"]["env"] == [oci.DEFAULT_PATH]
+
+
+def test_a_cri_mount_is_a_bind_with_its_propagation(tmp_path: Path) -> None:
+    from services.cri.pods import _bind
+    from shared.api.cri.runtime.v1 import api_pb2 as cri
+
+    mount = cri.Mount(container_path="/data", host_path=str(tmp_path), readonly=True,
+                      propagation=cri.PROPAGATION_HOST_TO_CONTAINER)  # fmt: skip
+    assert _bind(mount) == {
+        "destination": "/data",
+        "type": "bind",
+        "source": str(tmp_path),
+        "options": ["rbind", "ro", "rslave"],
+    }
